@@ -1,0 +1,136 @@
+"""The schema, YAML and prototxt loaders, and the generated .proto."""
+from pathlib import Path
+
+import pytest
+
+from runner import caffe_proto, config, schema
+from runner.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TUTORIAL_SOLVER = """# the Intel tutorial's solver, as Caffe reads it
+net: "fsrcnn_net.prototxt"
+test_iter: 100
+test_interval: 5000
+base_lr: 0.001
+momentum: 0.9
+weight_decay: 0
+lr_policy: "fixed"
+display: 1000
+max_iter: 1000000
+snapshot: 5000
+snapshot_prefix: "FSRCNN-56_12_4"
+solver_mode: CPU
+"""
+
+
+def test_caffe_defaults_apply_when_keys_are_absent():
+    solver = schema.from_mapping(schema.SolverParameter, {"lr_policy": "fixed"}, "s.yaml")
+    assert solver.type == "SGD"
+    assert solver.solver_mode == "GPU"          # caffe.proto's default
+    assert solver.test_initialization is True
+    assert solver.average_loss == 1 and solver.iter_size == 1
+    assert solver.clip_gradients == -1 and solver.random_seed == -1
+    assert solver.momentum2 == 0.999 and solver.delta == 1e-8
+    assert solver.snapshot_after_train is True and solver.regularization_type == "L2"
+    layer = schema.from_mapping(schema.LayerParameter, {"type": "PReLU"}, "n.yaml")
+    assert layer.prelu_param.filler == schema.FillerParameter(type="constant", value=0.25)
+    assert layer.convolution_param.bias_term is True and layer.convolution_param.group == 1
+    assert schema.ParamSpec().lr_mult == 1 and schema.ParamSpec().decay_mult == 1
+
+
+def test_tutorial_solver_prototxt_parses_unchanged():
+    solver = caffe_proto.parse_text(schema.SolverParameter, TUTORIAL_SOLVER, "solver.prototxt")
+    assert solver.net == "fsrcnn_net.prototxt"
+    assert solver.test_iter == [100]
+    assert solver.base_lr == 0.001          # float32 in the proto, read back as written
+    assert solver.momentum == 0.9
+    assert solver.max_iter == 1_000_000 and solver.snapshot == 5000
+    assert solver.solver_mode == "CPU" and solver.lr_policy == "fixed"
+
+
+def test_yaml_and_prototxt_give_the_same_solver(tmp_path):
+    yaml_text = "\n".join(line.replace('"', "") for line in TUTORIAL_SOLVER.splitlines())
+    from_yaml = config.parse_config(schema.SolverParameter, yaml_text, "solver.yaml")
+    from_proto = config.parse_config(schema.SolverParameter, TUTORIAL_SOLVER, "solver.prototxt")
+    assert from_yaml == from_proto
+
+
+def test_schema_round_trips_through_protobuf():
+    solver = caffe_proto.parse_text(schema.SolverParameter, TUTORIAL_SOLVER, "s.prototxt")
+    message = caffe_proto.from_schema(solver)
+    again = schema.from_mapping(schema.SolverParameter, caffe_proto.to_mapping(message), "x")
+    assert again == solver
+
+
+def test_committed_proto_file_is_generated_from_the_schema():
+    committed = (ROOT / "runner" / "proto" / "srcaffe.proto").read_text()
+    assert committed == caffe_proto.proto_source() + "\n", \
+        "regenerate runner/proto/srcaffe.proto from runner.caffe_proto.proto_source()"
+
+
+def test_field_numbers_are_caffes():
+    numbers = {key.name: key.metadata["number"] for key in schema.keys(schema.SolverParameter)}
+    assert numbers["base_lr"] == 5 and numbers["net"] == 24 and numbers["type"] == 40
+    layer_numbers = {key.name: key.metadata["number"]
+                     for key in schema.keys(schema.LayerParameter)}
+    assert layer_numbers["convolution_param"] == 106 and layer_numbers["include"] == 8
+    assert {key.name: key.metadata["number"] for key in
+            schema.keys(schema.NetParameter)}["layer"] == 100
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base_rl: 0.1\nlr_policy: fixed", "unknown key 'base_rl' (did you mean 'base_lr'?)"),
+    ("base_lr: fast\nlr_policy: fixed", "base_lr: expected float, got str 'fast'"),
+    ("base_lr: 0.1\nlr_policy: cosine", "lr_policy: 'cosine' is not one of"),
+    ("max_iter: true\nlr_policy: fixed", "max_iter: expected int64, got bool True"),
+    ("display: -5\nlr_policy: fixed", "display: must be at least 0, got -5"),
+    ("solver_mode: TPU\nlr_policy: fixed", "solver_mode: 'TPU' is not one of CPU, GPU"),
+    ("type: Adamm\nlr_policy: fixed", "(did you mean 'Adam'?)"),
+    ("- just\n- a list", "expected a mapping of keys"),
+    ("base_lr: [0.1", "invalid YAML"),
+])
+def test_bad_yaml_solver_gives_one_line(text, message):
+    with pytest.raises(UserError) as raised:
+        config.parse_config(schema.SolverParameter, text, "configs/s.yaml")
+    line = str(raised.value)
+    assert line.startswith("configs/s.yaml: ") and "\n" not in line
+    assert message in line
+
+
+@pytest.mark.parametrize("text, message", [
+    ('base_rl: 0.1', "line 1: SolverParameter: unknown key 'base_rl' (did you mean 'base_lr'?)"),
+    ('solver_mode: TPU', "line 1:"),
+    ('base_lr: "x"', "line 1:"),
+])
+def test_bad_prototxt_solver_gives_one_line(text, message):
+    with pytest.raises(UserError) as raised:
+        config.parse_config(schema.SolverParameter, text, "s.prototxt")
+    assert str(raised.value).startswith("s.prototxt: ") and message in str(raised.value)
+
+
+def test_unknown_layer_type_is_named():
+    text = 'layer { name: "pool" type: "Pooling" }'
+    with pytest.raises(UserError, match="layer\\[0\\].type: 'Pooling' is not one of"):
+        config.parse_config(schema.NetParameter, text, "n.prototxt")
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        config.load(schema.SolverParameter, tmp_path / "absent.yaml")
+
+
+def test_solver_cross_checks(tmp_path):
+    with pytest.raises(UserError, match="stepsize must be positive"):
+        config.check_solver(schema.SolverParameter(lr_policy="step"), "s.yaml")
+    with pytest.raises(UserError, match="lr_policy is required"):
+        config.check_solver(schema.SolverParameter(), "s.yaml")
+
+
+def test_solver_names_nets_relative_to_itself(tmp_path):
+    (tmp_path / "net.yaml").write_text("name: tiny\nlayer: []\n")
+    (tmp_path / "solver.yaml").write_text("net: net.yaml\nlr_policy: fixed\nmax_iter: 3\n")
+    setup = config.load_solver(tmp_path / "solver.yaml")
+    assert setup.train_net.name == "tiny"
+    assert setup.solver.snapshot_prefix == str(tmp_path / "solver")
+    assert setup.net_sources[0][0] == "net.yaml"
