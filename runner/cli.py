@@ -56,7 +56,7 @@ def run_train(args):
 
 def add_plot(commands):
     plot = commands.add_parser("plot", help="draw loss and test PSNR against iteration")
-    plot.add_argument("run", metavar="RUN_OR_LOG",
+    plot.add_argument("run_or_log", metavar="RUN_OR_LOG",
                       help="a *_log.jsonl, a run folder, a snapshot or its prefix")
     plot.add_argument("--out", help="PNG to write (default: beside the log)")
     plot.set_defaults(run=run_plot)
@@ -64,9 +64,178 @@ def add_plot(commands):
 
 def run_plot(args):
     from runner.plot import find_log, plot_log
-    log_path = find_log(args.run)
+    log_path = find_log(args.run_or_log)
     out = args.out or str(log_path).removesuffix("_log.jsonl") + "_curves.png"
     print(f"wrote {plot_log(log_path, out)}")
+
+
+def positive_int(minimum):
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def image_size(text):
+    """An argparse type: `HxW` (or one number for a square) as (H, W)."""
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW such as 7x7, got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def comma_list(parse=str):
+    """An argparse type: comma-separated values, each parsed by `parse`."""
+    def parse_list(text):
+        return [parse(item.strip()) for item in text.split(",") if item.strip()]
+    return parse_list
+
+
+def add_inference_options(command):
+    """--tile and --device, for the commands that run a model on images."""
+    from runner import tiles
+    command.add_argument("--tile", type=positive_int(0), default=tiles.DEFAULT_TILE_SIZE,
+                         help="tile side in LR pixels for large images (0: whole image; "
+                         "default: %(default)s)")
+    command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def add_predict(commands):
+    from runner import predict
+    command = commands.add_parser("predict", help="super-resolve images, folders, globs or "
+                                  "videos with a trained model")
+    command.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image or video files, folders of them, or glob patterns")
+    command.add_argument("--model", help="the .model to use (default: the newest snapshot of "
+                         "configs/fsrcnn_solver.yaml's run, else results/models/fsrcnn_x3.model)")
+    command.add_argument("--scale", type=positive_int(2),
+                         help="the upscaling factor; must be the model's")
+    command.add_argument("--out", default=str(predict.DEFAULT_OUTPUT_FOLDER),
+                         help="output folder (default: %(default)s)")
+    command.add_argument("--degrade", action="store_true",
+                         help="take each image as ground truth: degrade it, super-resolve, score "
+                         "and draw ground truth | bicubic | network")
+    command.add_argument("--degradation", choices=predict.DEGRADATIONS, default="paper",
+                         help="with --degrade: paper (MATLAB bicubic, default) or tutorial "
+                         "(Gaussian blur + cv2.resize)")
+    add_inference_options(command)
+    command.set_defaults(run=run_predict)
+
+
+def run_predict(args):
+    from tqdm import tqdm
+
+    from runner import deploy, predict
+    paths = predict.collect_inputs(args.inputs)
+    model_path, why = ((Path(args.model), "--model") if args.model
+                       else predict.default_model())
+    model = deploy.load_for_inference(model_path, args.device, args.scale)
+    print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
+          f"iteration {model.iteration})")
+    jobs = predict.plan(paths, model, args.out, args.degrade)
+    for job, result in predict.run(jobs, model, args.tile or None, args.degradation):
+        if job.kind == "degrade":
+            scores = ", ".join(f"{name} PSNR {psnr:.2f} dB SSIM {ssim:.4f}"
+                               for name, (psnr, ssim) in result.scores.items())
+            tqdm.write(f"{job.source} (x{model.scale}, {args.degradation} degradation, Y, "
+                       f"shave {model.scale}): {scores}; figure: {result.figure}")
+        elif job.kind == "video":
+            tqdm.write(f"{job.source} -> {result.path} ({result.frames} frames at "
+                       f"{result.fps:g} fps)")
+        else:
+            tqdm.write(f"{job.source} -> {', '.join(map(str, result))}")
+
+
+def add_test(commands):
+    from runner import evaluate
+    command = commands.add_parser("test", help="PSNR and SSIM of bicubic and a model on "
+                                  "benchmark sets, by the papers' protocol")
+    command.add_argument("--model", help="the .model to score (without it: bicubic only)")
+    command.add_argument("--bicubic-only", action="store_true",
+                         help="score bicubic alone (the published baseline)")
+    command.add_argument("--sets", type=comma_list(), default=list(evaluate.DEFAULT_SETS),
+                         help="comma-separated dataset folders of SR_DATA (default: "
+                         f"{','.join(evaluate.DEFAULT_SETS)})")
+    command.add_argument("--scale", type=comma_list(positive_int(2)),
+                         help="upscaling factor(s), comma-separated for bicubic (default: the "
+                         "model's, else 3)")
+    command.add_argument("--y-conversion", choices=("matlab", "opencv"), default="matlab",
+                         help="Y channel: MATLAB rgb2ycbcr (the papers', default) or OpenCV "
+                         "YCrCb")
+    command.add_argument("--shave", type=positive_int(0),
+                         help="pixels cut from each border before scoring (default: the scale)")
+    command.add_argument("--out", default=str(evaluate.DEFAULT_REPORT_FOLDER),
+                         help="folder for the Markdown and CSV reports (default: %(default)s)")
+    command.add_argument("--per-image", action="store_true",
+                         help="also print every image's scores (the reports always have them)")
+    add_inference_options(command)
+    command.set_defaults(run=run_test)
+
+
+def run_test(args):
+    from runner import deploy, evaluate
+    if args.bicubic_only and args.model:
+        raise UserError("runner test", "--bicubic-only scores no model: drop --model or "
+                        "--bicubic-only")
+    if args.model and args.scale and len(args.scale) > 1:
+        raise UserError("runner test", "a model has one scale: give one --scale")
+    model = None
+    if args.model:
+        model = deploy.load_for_inference(args.model, args.device,
+                                          args.scale[0] if args.scale else None)
+    scores, reports = evaluate.run(
+        args.sets, [model.scale] if model else (args.scale or [3]),
+        evaluate.scoring_methods(model, args.tile or None), args.out,
+        Path(args.model).stem if model else evaluate.BICUBIC, args.y_conversion, args.shave,
+        progress=True)
+    for protocol, paths in reports:
+        print(f"{protocol.describe()}: wrote {' and '.join(map(str, paths))}")
+    if args.per_image:
+        print(evaluate.format_scores(scores))
+    print(evaluate.format_table(evaluate.means(scores)))
+
+
+def add_inspect(commands):
+    from runner import inspect
+    command = commands.add_parser("inspect", help="what a .model or .solverstate holds: "
+                                  "iteration, solver, layers, weights, checksums")
+    command.add_argument("file", metavar="FILE", help="a .model or .solverstate")
+    command.add_argument("--input", type=image_size, default=inspect.DEFAULT_INPUT_SIZE,
+                         help="HxW of the input the layer table is computed for (default: "
+                         f"{'x'.join(map(str, inspect.DEFAULT_INPUT_SIZE))})")
+    command.set_defaults(run=run_inspect)
+
+
+def run_inspect(args):
+    from runner import inspect
+    print(inspect.format_report(inspect.inspect_file(args.file, args.input)))
+
+
+def add_time(commands):
+    command = commands.add_parser("time", help="per-layer forward and backward milliseconds "
+                                  "of a net (caffe time)")
+    command.add_argument("--net", required=True, help="net file (.yaml or .prototxt)")
+    command.add_argument("--iterations", type=positive_int(1), default=50,
+                         help="timed iterations (default: %(default)s)")
+    command.add_argument("--batch", type=positive_int(1),
+                         help="batch size (default: the net's data layer's)")
+    command.add_argument("--input", type=image_size,
+                         help="HxW of the random input (default: the net's data)")
+    command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    command.set_defaults(run=run_time)
+
+
+def run_time(args):
+    from runner import timing
+    net_param = config.load(schema.NetParameter, args.net)
+    print(timing.format_timing(timing.time_net(net_param, args.net, args.iterations,
+                                               args.batch, args.device, args.input)))
 
 
 SCHEMAS = {"net": schema.NetParameter, "solver": schema.SolverParameter,
@@ -82,7 +251,7 @@ def add_schema(commands):
 def build_parser():
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    for add in (add_train, add_plot, add_schema):
+    for add in (add_train, add_plot, add_schema, add_predict, add_test, add_inspect, add_time):
         add(commands)
     return parser
 

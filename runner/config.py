@@ -122,5 +122,7 @@ def check_solver(solver, source):
         raise UserError(source, "stepvalue is required for lr_policy 'multistep'")
     if solver.lr_policy == "multistep" and solver.stepvalue != sorted(solver.stepvalue):
         raise UserError(source, "stepvalue must be increasing")
+    if solver.type in ("AdaGrad", "RMSProp") and solver.momentum:
+        raise UserError(source, f"momentum must be 0 for type {solver.type!r} (Caffe's rule)")
     if solver.lr_policy == "poly" and solver.max_iter <= 0:
         raise UserError(source, "max_iter must be positive for lr_policy 'poly'")

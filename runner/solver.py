@@ -64,7 +64,7 @@ class Solver:
         self.train_feeders = [HDF5Feeder(layer, seed) for layer in self.net.data_layers]
         self.test_feeders = [[HDF5Feeder(layer, seed) for layer in test_net.data_layers]
                              for test_net in self.test_nets]
-        self.update_rule = update_rules.create(
+        self.update_rule = update_rules.make_update_rule(
             self.param.type,
             [(blob, lr_mult, decay_mult) for _, _, blob, lr_mult, decay_mult
              in self.net.learnable_blobs()],
@@ -127,10 +127,10 @@ class Solver:
 
     def _feeders(self):
         for feeder in self.train_feeders:
-            yield f"train/{feeder.tops[0]}", feeder
+            yield f"train:{feeder.tops[0]}", feeder
         for index, feeders in enumerate(self.test_feeders):
             for feeder in feeders:
-                yield f"test{index}/{feeder.tops[0]}", feeder
+                yield f"test{index}:{feeder.tops[0]}", feeder
 
     def _random_states(self):
         return {"torch": torch.get_rng_state().numpy()}

@@ -134,3 +134,9 @@ def test_solver_names_nets_relative_to_itself(tmp_path):
     assert setup.train_net.name == "tiny"
     assert setup.solver.snapshot_prefix == str(tmp_path / "solver")
     assert setup.net_sources[0][0] == "net.yaml"
+
+
+def test_schema_choices_match_the_implementations():
+    from runner import lr_policy, update_rules
+    assert set(schema.LR_POLICIES) == set(lr_policy.POLICIES)
+    assert set(schema.SOLVER_TYPES) == set(update_rules.UPDATE_RULES)

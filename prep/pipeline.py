@@ -1,0 +1,154 @@
+"""`make prep`: the images of the train and test sets → subimage pairs → HDF5 + source lists.
+
+For each split (train: `train_sets`, `stride`, augmentation; test: `test_sets`, `test_stride`,
+never augmented) every image file is read, hashed, reduced to its Y channel and cut into pairs
+(`prep/subimages.py`); the pairs go to `<output_dir>/<split>.h5` and Caffe's source list
+`<output_dir>/<split>.txt` names that file. The list holds the path as `output_dir` gives it:
+relative paths are relative to the working directory, as Caffe reads them (run from the
+repository root, as `make prep` does); an absolute `output_dir` gives absolute paths.
+"""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from prep import datasets, hdf5_writer, images, subimages
+from runner import schema
+from runner.errors import UserError
+
+SPLITS = ("train", "test")
+# Files named in the summary when images are skipped; the rest are counted.
+SKIPPED_NAMES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    name: str        # relative to the data root: "T91/t1.bmp"
+    sha256: str
+    y: np.ndarray    # uint8 Y channel
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    split: str
+    h5_path: Path
+    list_path: Path
+    images_used: int
+    skipped: tuple           # names of images smaller than one HR subimage
+    copies_too_small: int    # augmented copies too small for one HR subimage
+    input_shape: tuple
+    ground_shape: tuple
+
+
+def read_source_image(path, name, y_conversion):
+    data = images.read_bytes(path)
+    y = images.y_channel(images.decode_image(data, path), y_conversion)
+    return SourceImage(name, hashlib.sha256(data).hexdigest(), y)
+
+
+def split_settings(prep_config, split):
+    """Dataset names, stride and augmentation (scales, rotations) of one split."""
+    if split == "train":
+        return (prep_config.train_sets, prep_config.stride,
+                (prep_config.augment_scales, prep_config.augment_rotations))
+    return prep_config.test_sets, prep_config.test_stride, ((), ())
+
+
+def prepare(prep_config, data=None, source="prep config"):
+    """Write the train and test HDF5 files and source lists; a SplitSummary per split.
+
+    `data` overrides the datasets folder ($SR_DATA); `source` names the config in errors.
+    Every image of both splits is read and cut before the first file is written, so a bad
+    image anywhere leaves the previous outputs as they were.
+    """
+    subimages.check_config(prep_config, source)
+    root = datasets.data_root(data)
+    folders = {split: [(name, datasets.dataset_folder(name, root))
+                       for name in split_settings(prep_config, split)[0]] for split in SPLITS}
+    output = Path(prep_config.output_dir)
+    hdf5_writer.make_output_folder(output)
+    config_text = yaml.safe_dump(schema.to_mapping(prep_config, include_defaults=True),
+                                 sort_keys=False)
+    cut = [cut_split(prep_config, split, folders[split], config_text) for split in SPLITS]
+    summaries = []
+    for split, (inputs, labels, attributes) in zip(SPLITS, cut):
+        h5_path = output / f"{split}.h5"
+        hdf5_writer.write_pairs(h5_path, inputs, labels, attributes)
+        summaries.append(SplitSummary(
+            split, h5_path, output / f"{split}.txt",
+            len(attributes["sources"]) - len(attributes["skipped"]), tuple(attributes["skipped"]),
+            attributes["augmented_copies_too_small"], (len(inputs), 1, *inputs.shape[1:]),
+            (len(labels), 1, *labels.shape[1:])))
+    for summary in summaries:
+        hdf5_writer.write_source_list(summary.list_path, [summary.h5_path])
+    return summaries
+
+
+def cut_split(prep_config, split, folders, config_text):
+    """The uint8 inputs and labels of one split from the images of `folders` ([(name, path)]),
+    and the HDF5 attributes that record how they were made."""
+    _, stride, (scales, rotations) = split_settings(prep_config, split)
+    sources = [read_source_image(path, f"{name}/{path.name}", prep_config.y_conversion)
+               for name, folder in folders for path in datasets.image_files(folder)]
+    inputs, labels, skipped, copies_too_small = [], [], [], 0
+    for image in sources:
+        pairs = [subimages.make_pairs(copy, prep_config, stride)
+                 for copy in subimages.augmented_copies(image.y, scales, rotations)]
+        counts = [len(copy_inputs) for copy_inputs, _ in pairs]
+        if not counts[0]:
+            skipped.append(image.name)
+            continue
+        copies_too_small += counts.count(0)
+        inputs.extend(copy_inputs for copy_inputs, _ in pairs)
+        labels.extend(copy_labels for _, copy_labels in pairs)
+    if not inputs:
+        raise UserError(folders[0][1], f"no {split} pairs: every image is smaller than "
+                        f"one {prep_config.hr_size}x{prep_config.hr_size} HR subimage")
+    attributes = {
+        "split": split,
+        "scale": prep_config.scale,
+        "degradation": prep_config.degradation,
+        "input": prep_config.input,
+        "lr_size": prep_config.lr_size,
+        "hr_size": prep_config.hr_size,
+        "stride": stride,
+        "lr_padding": prep_config.lr_padding,
+        "label_border": prep_config.label_border,
+        "y_conversion": prep_config.y_conversion,
+        "augment_scales": np.asarray(scales, dtype=np.float64),
+        "augment_rotations": np.asarray(rotations, dtype=np.int64),
+        "sources": [image.name for image in sources],
+        "sources_sha256": [image.sha256 for image in sources],
+        "skipped": skipped,
+        "augmented_copies_too_small": copies_too_small,
+        "prep_config": config_text,
+    }
+    return np.concatenate(inputs), np.concatenate(labels), attributes
+
+
+def summary_text(prep_config, summaries, seconds):
+    """One paragraph: what was read, what was skipped, what was written, how long it took."""
+    parts = [f"prep x{prep_config.scale} ({prep_config.degradation} degradation, input "
+             f"{prep_config.input}, {prep_config.y_conversion} Y):"]
+    for summary in summaries:
+        sets = "+".join(split_settings(prep_config, summary.split)[0])
+        part = (f"{summary.split}: {summary.images_used} images of {sets} -> "
+                f"{summary.input_shape[0]:,} pairs, Input {_shape(summary.input_shape)}, "
+                f"Ground {_shape(summary.ground_shape)} in {summary.h5_path}")
+        names = ", ".join(summary.skipped[:SKIPPED_NAMES_SHOWN])
+        more = ", ..." if len(summary.skipped) > SKIPPED_NAMES_SHOWN else ""
+        part += (f"; {len(summary.skipped)} image(s) skipped as smaller than one "
+                 f"{prep_config.hr_size}x{prep_config.hr_size} HR subimage"
+                 + (f" ({names}{more})" if names else ""))
+        if summary.copies_too_small:
+            part += f"; {summary.copies_too_small} augmented copies too small, left out"
+        parts.append(part + ";")
+    lists = ", ".join(str(summary.list_path) for summary in summaries)
+    parts.append(f"source lists {lists}; {seconds:.2f} s.")
+    return " ".join(parts)
+
+
+def _shape(shape):
+    return "x".join(map(str, shape))

@@ -1,0 +1,43 @@
+"""Predict's colour pipeline: the net super-resolves Y, everything else is upscaled bicubically.
+
+Y is MATLAB rgb2ycbcr's (the Y the net was trained on) and stays in float until the file is
+written; Cb, Cr and alpha go through MATLAB's bicubic imresize; the result is converted back with
+MATLAB's ycbcr2rgb. A grayscale picture is its own Y.
+"""
+import numpy as np
+
+from prep import matlab
+from runner import picture, tiles
+
+
+def y_plane(image):
+    """The float Y plane (0..255) of a Picture: MATLAB rgb2ycbcr's Y, or the grayscale itself."""
+    if image.is_colour:
+        return matlab.rgb2y(image.pixels, channel_order="bgr")
+    return image.pixels
+
+
+def super_resolve_y(model, y, tile_size):
+    """A float Y plane in 0..255 super-resolved by the net (which works in 0..1)."""
+    return tiles.super_resolve(model, y / 255.0, tile_size).astype(np.float64) * 255.0
+
+
+def super_resolve_picture(model, image, tile_size=tiles.DEFAULT_TILE_SIZE):
+    """The network's result for a Picture: Y by the net, chroma and alpha bicubic."""
+    def bicubic_plane(plane):
+        return matlab.imresize(plane, model.scale)
+
+    if image.is_colour:
+        ycbcr = matlab.rgb2ycbcr(image.pixels, channel_order="bgr")
+        y = super_resolve_y(model, ycbcr[:, :, 0], tile_size)
+        pixels = matlab.ycbcr2rgb(np.dstack([y, bicubic_plane(ycbcr[:, :, 1:])]),
+                                  channel_order="bgr")
+    else:
+        pixels = super_resolve_y(model, image.pixels, tile_size)
+    alpha = None if image.alpha is None else bicubic_plane(image.alpha)
+    return picture.Picture(pixels, alpha, image.bit_depth)
+
+
+def bicubic_picture(image, scale):
+    """The bicubic baseline of a Picture: every plane by MATLAB's imresize."""
+    return image.map_planes(lambda plane: matlab.imresize(plane, scale))

@@ -1,0 +1,86 @@
+"""Caffe's learning-rate policies (SGDSolver::GetLearningRate) as plain functions.
+
+Each policy takes `solver`, any object with Caffe's SolverParameter names (base_lr, lr_policy, gamma,
+power, stepsize, stepvalue, max_iter), and the iteration, and returns the learning rate. The rate is
+a pure function of the solver file and the iteration, so a resumed run with an edited solver file
+picks up the new schedule, as Caffe does.
+"""
+import math
+
+
+def fixed(solver, iteration):
+    # base_lr
+    return solver.base_lr
+
+
+def step(solver, iteration):
+    # base_lr * gamma ^ floor(iter / stepsize)
+    return solver.base_lr * solver.gamma ** (iteration // solver.stepsize)
+
+
+def exp(solver, iteration):
+    # base_lr * gamma ^ iter
+    return solver.base_lr * solver.gamma ** iteration
+
+
+def inv(solver, iteration):
+    # base_lr * (1 + gamma * iter) ^ (-power)
+    return solver.base_lr * (1 + solver.gamma * iteration) ** -solver.power
+
+
+def multistep(solver, iteration):
+    # base_lr * gamma ^ (number of stepvalues passed)
+    return solver.base_lr * solver.gamma ** _passed_stepvalues(solver, iteration)
+
+
+def poly(solver, iteration):
+    # base_lr * (1 - iter / max_iter) ^ power
+    # math.pow: past max_iter the base is negative, and Python's ** would return a complex rate.
+    return solver.base_lr * math.pow(1 - iteration / solver.max_iter, solver.power)
+
+
+def sigmoid(solver, iteration):
+    # base_lr / (1 + exp(-gamma * (iter - stepsize)))
+    x = solver.gamma * (iteration - solver.stepsize)
+    # Two equal forms, so that exp() never overflows when a steep negative gamma decays the rate.
+    if x >= 0:
+        return solver.base_lr / (1 + math.exp(-x))
+    return solver.base_lr * math.exp(x) / (1 + math.exp(x))
+
+
+POLICIES = {
+    "fixed": fixed,
+    "step": step,
+    "exp": exp,
+    "inv": inv,
+    "multistep": multistep,
+    "poly": poly,
+    "sigmoid": sigmoid,
+}
+
+
+def learning_rate(solver, iteration):
+    """The learning rate of `solver.lr_policy` at `iteration`."""
+    try:
+        policy = POLICIES[solver.lr_policy]
+    except KeyError:
+        raise ValueError(f"unknown lr_policy '{solver.lr_policy}'; valid: {', '.join(POLICIES)}") from None
+    return policy(solver, iteration)
+
+
+def current_step(solver, iteration):
+    """Caffe's `current_step_` as stored in a solverstate: the step count of step and multistep, else 0."""
+    if solver.lr_policy == "step":
+        return iteration // solver.stepsize
+    if solver.lr_policy == "multistep":
+        return _passed_stepvalues(solver, iteration)
+    return 0
+
+
+def _passed_stepvalues(solver, iteration):
+    # Caffe advances current_step each iteration that reaches stepvalue[current_step]; for increasing
+    # stepvalues that counts the ones reached, and it never counts past one not yet reached.
+    count = 0
+    while count < len(solver.stepvalue) and iteration >= solver.stepvalue[count]:
+        count += 1
+    return count

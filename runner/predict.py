@@ -1,0 +1,212 @@
+"""`runner predict`: super-resolve image files (and videos, `runner/video.py`) with a trained model.
+
+Colour: the net super-resolves the Y channel (MATLAB rgb2ycbcr, kept in float until the file is
+written); Cb and Cr are upscaled by MATLAB's bicubic imresize and the result converted back to RGB.
+A grayscale image is its own Y and stays grayscale; an alpha channel is upscaled bicubically and
+kept; a 16-bit file is computed in float and written back in 16 bits. Each input gives
+`<stem>_x<scale>_<net>.png` and, for comparison, `<stem>_x<scale>_bicubic.png`.
+
+`--degrade` takes the image as ground truth instead: modcrop, degrade (`paper`: MATLAB bicubic
+1/scale; `tutorial`: Gaussian blur then cv2.resize), super-resolve, score bicubic and network on Y
+against the ground truth (`runner/evaluate.py`'s `score`, shave = scale) and draw the comparison.
+
+An image smaller than the net's receptive field is super-resolved like any other: the net pads it
+with zeros exactly as it padded its 7x7 training subimages (a 1x1 image gives a scale x scale one).
+"""
+import glob
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from prep import matlab
+from prep.datasets import IMAGE_SUFFIXES
+from runner import colour, config, evaluate, outputs, picture, schema, snapshot, tiles, video
+from runner.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The default run: its newest snapshot is the model `runner predict` uses without --model.
+DEFAULT_SOLVER = REPO_ROOT / "configs" / "fsrcnn_solver.yaml"
+# The trained model the repository ships, used when no run has a snapshot yet.
+SHIPPED_MODEL = REPO_ROOT / "results" / "models" / "fsrcnn_x3.model"
+DEFAULT_OUTPUT_FOLDER = Path("results") / "predict"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+DEGRADATIONS = ("paper", "tutorial")
+# The tutorial's degradation: a 5x5 Gaussian blur (sigma from the size, OpenCV's rule: 1.1) and
+# cv2.resize with bicubic interpolation.
+TUTORIAL_BLUR_KERNEL = (5, 5)
+
+
+def default_model(solver_path=DEFAULT_SOLVER, shipped=SHIPPED_MODEL):
+    """(model path, why it was chosen): the newest snapshot of the default run, else the shipped
+    model; a UserError saying how to get one when there is neither."""
+    solver = config.load(schema.SolverParameter, solver_path)
+    newest = snapshot.newest_snapshot(solver.snapshot_prefix)
+    if newest is not None:
+        return newest, f"newest snapshot of {solver.snapshot_prefix}"
+    if Path(shipped).is_file():
+        return Path(shipped), "the shipped model"
+    raise UserError("runner predict", f"no model: no snapshot {solver.snapshot_prefix}_iter_*"
+                    f".model and no {_shown(shipped)}; train one (`runner train --solver "
+                    f"{_shown(solver_path)}`) or give --model FILE")
+
+
+def _shown(path):
+    """A path as the user would type it: relative to the working directory when inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def is_video(path):
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_input_file(path):
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def collect_inputs(arguments):
+    """Files named by arguments: files, folders (their images and videos) or glob patterns."""
+    found = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files = sorted(child for child in path.iterdir() if _is_input_file(child))
+            if not files:
+                raise UserError(path, "holds no images or videos "
+                                f"({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+            found += files
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(argument):
+            files = sorted(Path(name) for name in glob.glob(argument) if _is_input_file(Path(name)))
+            if not files:
+                raise UserError(argument, "matches no image or video file")
+            found += files
+        else:
+            raise UserError(path, "no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def file_label(name):
+    """A net name as it goes into file names."""
+    return re.sub(r"[^a-z0-9.-]+", "_", name.lower()).strip("_") or "net"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and the files it gives."""
+
+    source: Path
+    kind: str           # image | degrade | video
+    outputs: tuple      # image: (network, bicubic); degrade: (figure,); video: (video,)
+
+
+def plan(paths, model, out_dir, degrade=False):
+    """The Job of each input, with `out_dir` created; a UserError before any work if the folder
+    cannot be written, an output would overwrite an input or two inputs would write the same
+    file."""
+    outputs.writable_folder(out_dir)
+    label = file_label(model.name)
+
+    def named(path, what, suffix=".png"):
+        return Path(out_dir) / f"{path.stem}_x{model.scale}_{what}{suffix}"
+
+    jobs = []
+    for path in paths:
+        if is_video(path):
+            if degrade:
+                raise UserError(path, "--degrade takes images, not videos")
+            jobs.append(Job(path, "video", (named(path, label, ".mp4"),)))
+        elif degrade:
+            jobs.append(Job(path, "degrade", (named(path, f"{label}_figure"),)))
+        else:
+            jobs.append(Job(path, "image", (named(path, label), named(path, evaluate.BICUBIC))))
+    inputs = {path.resolve() for path in paths}
+    writers = {}
+    for job in jobs:
+        for output in job.outputs:
+            if output.resolve() in inputs:
+                raise UserError(job.source, f"its output {output} would overwrite an input; "
+                                "choose another --out")
+            if output in writers:
+                raise UserError(job.source, f"{writers[output]} would write the same "
+                                f"{output}; give them different names or folders")
+            writers[output] = job.source
+    return jobs
+
+
+# --------------------------------------------------------------------------- one image
+
+def predict_image(model, path, network_path, bicubic_path, tile_size=tiles.DEFAULT_TILE_SIZE):
+    """Write the network's and the bicubic result of one image file; returns their paths."""
+    image = picture.read(path)
+    network = colour.super_resolve_picture(model, image, tile_size)
+    bicubic = colour.bicubic_picture(image, model.scale)
+    return outputs.write_files({network_path: picture.encode_png(network, network_path),
+                                bicubic_path: picture.encode_png(bicubic, bicubic_path)})
+
+
+def degrade(image, scale, degradation="paper"):
+    """(ground truth, LR) of a Picture taken as ground truth: modcropped, alpha dropped."""
+    truth = picture.Picture(matlab.modcrop(image.pixels, scale), None, image.bit_depth)
+    if degradation == "paper":
+        low = matlab.imresize(truth.pixels, 1 / scale)
+    elif degradation == "tutorial":
+        height, width = truth.size
+        blurred = cv2.GaussianBlur(truth.pixels, TUTORIAL_BLUR_KERNEL, 0)
+        low = cv2.resize(blurred, (width // scale, height // scale),
+                         interpolation=cv2.INTER_CUBIC)
+    else:
+        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {degradation!r}")
+    return truth, picture.Picture(low, None, image.bit_depth)
+
+
+@dataclass(frozen=True)
+class DegradeResult:
+    figure: Path
+    scores: dict      # method name -> (PSNR, SSIM) on Y against the ground truth
+
+
+def predict_degraded(model, path, figure_path, degradation="paper",
+                     tile_size=tiles.DEFAULT_TILE_SIZE):
+    """The tutorial's test on one image: degrade, super-resolve, score, draw the figure."""
+    from runner import figure  # matplotlib costs half a second: only --degrade pays it
+    image = picture.read(path)
+    protocol = evaluate.Protocol(model.scale)
+    smallest = evaluate.smallest_scorable_side(protocol)
+    if min(image.size) < smallest:
+        raise UserError(path, f"{image.size[1]}x{image.size[0]} is too small to degrade and "
+                        f"score at x{model.scale} (needs at least {smallest} pixels per side)")
+    truth, low = degrade(image, model.scale, degradation)
+    truth_y = matlab.to_uint8(colour.y_plane(truth))
+    results = {evaluate.BICUBIC: colour.bicubic_picture(low, model.scale),
+               model.name: colour.super_resolve_picture(model, low, tile_size)}
+    scores = {name: evaluate.score(truth_y, colour.y_plane(result), protocol.border)
+              for name, result in results.items()}
+    panels = [("Ground truth", picture.display_rgb(truth))]
+    panels += [(f"{name}\nPSNR {psnr:.2f} dB, SSIM {ssim:.4f}", picture.display_rgb(result))
+               for (name, result), (psnr, ssim) in zip(results.items(), scores.values())]
+    outputs.write_files({figure_path: figure.comparison_png(panels)})
+    return DegradeResult(Path(figure_path), scores)
+
+
+# --------------------------------------------------------------------------- many inputs
+
+def run(jobs, model, tile_size=tiles.DEFAULT_TILE_SIZE, degradation="paper", progress=True):
+    """Run every Job in order; yields (job, result) as each completes. A failing input stops the
+    run with its UserError; the outputs of the inputs before it are complete and kept."""
+    # disable=None: a progress bar on a terminal only, never in logs or pipes
+    for job in tqdm(jobs, unit="file", leave=False,
+                    disable=None if progress and len(jobs) > 1 else True):
+        if job.kind == "video":
+            yield job, video.predict_video(model, job.source, job.outputs[0], tile_size,
+                                           progress)
+        elif job.kind == "degrade":
+            yield job, predict_degraded(model, job.source, job.outputs[0], degradation,
+                                        tile_size)
+        else:
+            yield job, predict_image(model, job.source, *job.outputs, tile_size)

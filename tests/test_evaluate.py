@@ -1,0 +1,127 @@
+"""`runner test`: the papers' protocol through runner/evaluate.py, the published bicubic table,
+reports, and a trained model beating bicubic."""
+import csv
+
+import numpy as np
+import pytest
+
+from helpers import assert_one_line_error, run_cli
+from in_process import run_main
+from prep import matlab
+from runner import deploy, evaluate
+from runner.errors import UserError
+from sr_models import save_initial_model, trained_model
+
+# Bicubic baselines published with SRCNN / FSRCNN (mean Y PSNR in dB over each set) ...
+PUBLISHED_BICUBIC_PSNR = {("Set5", 2): 33.66, ("Set5", 3): 30.39, ("Set5", 4): 28.42,
+                          ("Set14", 2): 30.23, ("Set14", 3): 27.54, ("Set14", 4): 26.00}
+# ... and the Set5 bicubic SSIMs published with VDSR (Kim et al. 2016).
+PUBLISHED_BICUBIC_SSIM = {("Set5", 2): 0.9299, ("Set5", 3): 0.8682, ("Set5", 4): 0.8104}
+
+
+@pytest.fixture(scope="module")
+def bicubic_means():
+    """{(set, scale): Mean} of bicubic by evaluate's functions, every published entry."""
+    means = {}
+    for scale in (2, 3, 4):
+        scores = evaluate.evaluate_sets(["Set5", "Set14"], evaluate.Protocol(scale),
+                                        evaluate.scoring_methods())
+        means.update({(mean.dataset, mean.scale): mean for mean in evaluate.means(scores)})
+    return means
+
+
+@pytest.mark.parametrize("key", list(PUBLISHED_BICUBIC_PSNR))
+def test_bicubic_reproduces_the_published_psnr(bicubic_means, key):
+    assert round(bicubic_means[key].psnr, 2) == PUBLISHED_BICUBIC_PSNR[key]
+
+
+@pytest.mark.parametrize("key", list(PUBLISHED_BICUBIC_SSIM))
+def test_bicubic_reproduces_the_published_ssim(bicubic_means, key):
+    assert round(bicubic_means[key].ssim, 4) == PUBLISHED_BICUBIC_SSIM[key]
+
+
+def read_csv(path):
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_runner_test_bicubic_only_prints_and_writes_the_published_table(tmp_path,
+                                                                         bicubic_means):
+    result = run_cli("test", "--bicubic-only", "--sets", "Set5,Set14", "--scale", "2,3,4",
+                     "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    for (dataset, scale), published in PUBLISHED_BICUBIC_PSNR.items():
+        rows = [row for row in read_csv(tmp_path / f"bicubic_x{scale}.csv")
+                if row["dataset"] == dataset]
+        assert len(rows) == {"Set5": 5, "Set14": 14}[dataset]
+        mean = np.mean([float(row["psnr"]) for row in rows])
+        assert round(mean, 2) == published
+        assert f"{published:.2f} / {bicubic_means[(dataset, scale)].ssim:.4f}" in result.stdout
+        assert f"| {dataset} | {len(rows)} | {published:.2f} / " in \
+            (tmp_path / f"bicubic_x{scale}.md").read_text()
+
+
+def test_protocol_options_are_explicit_and_change_the_numbers():
+    scores = {}
+    for protocol in (evaluate.Protocol(3), evaluate.Protocol(3, shave=0),
+                     evaluate.Protocol(3, y_conversion="opencv")):
+        scores[protocol] = evaluate.evaluate_sets(["Set5"], protocol,
+                                                  evaluate.scoring_methods())
+    psnrs = [evaluate.means(items)[0].psnr for items in scores.values()]
+    assert len(set(psnrs)) == 3
+    assert "3 pixels shaved" in evaluate.Protocol(3).describe()
+    assert "0 pixels shaved" in evaluate.Protocol(3, shave=0).describe()
+
+
+def test_one_image_by_hand():
+    # the protocol written out on a synthetic image: Y, modcrop, bicubic down and up, uint8
+    image = np.random.default_rng(0).integers(0, 256, (40, 37, 3), dtype=np.uint8)
+    truth = matlab.to_uint8(matlab.rgb2y(image, channel_order="bgr"))[:39, :36]
+    estimate = matlab.to_uint8(matlab.imresize(matlab.imresize(truth, 1 / 3), 3))
+    difference = truth[3:-3, 3:-3].astype(float) - estimate[3:-3, 3:-3]
+    expected = 10 * np.log10(255 ** 2 / np.mean(difference ** 2))
+    psnr, _ = evaluate.evaluate_image(image, evaluate.Protocol(3),
+                                      evaluate.scoring_methods(), "x")["bicubic"]
+    assert psnr == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_image_too_small_to_score_is_a_user_error():
+    with pytest.raises(UserError, match="too small to score"):
+        evaluate.evaluate_image(np.zeros((18, 40), np.uint8), evaluate.Protocol(3),
+                                evaluate.scoring_methods(), "tiny.png")
+
+
+def test_a_trained_model_beats_bicubic(tmp_path_factory, capfd):
+    model_path = trained_model(tmp_path_factory.mktemp("trained"))
+    out = tmp_path_factory.mktemp("reports")
+    result = run_main(capfd, "test", "--model", model_path, "--sets", "Set5,Set14", "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out / f"{model_path.stem}_x3.csv")
+    for dataset in ("Set5", "Set14"):
+        means = {method: np.mean([float(row["psnr"]) for row in rows
+                                  if row["dataset"] == dataset and row["method"] == method])
+                 for method in ("bicubic", "FSRCNN-56_12_4")}
+        assert means["FSRCNN-56_12_4"] > means["bicubic"] + 0.2, (dataset, means)
+    assert (out / f"{model_path.stem}_x3.md").is_file()
+
+
+def test_model_scale_must_match_and_the_model_must_exist(tmp_path, capfd):
+    model_path = save_initial_model(tmp_path / "random.model")
+    assert_one_line_error(run_main(capfd, "test", "--model", model_path, "--scale", "4",
+                                   "--sets", "Set5", "--out", tmp_path), "random.model",
+                          "x3 model")
+    assert_one_line_error(run_main(capfd, "test", "--model", tmp_path / "none.model"),
+                          "none.model", "no such model file")
+    assert_one_line_error(run_main(capfd, "test", "--sets", "Set6", "--out", tmp_path), "Set6",
+                          "dataset folder not found")
+    assert_one_line_error(run_main(capfd, "test", "--bicubic-only", "--model", model_path),
+                          "runner test", "--bicubic-only")
+    assert not list(tmp_path.glob("*.md"))
+
+
+def test_the_models_method_is_its_net_on_the_lr_plane(tmp_path):
+    model = deploy.load_for_inference(save_initial_model(tmp_path / "random.model"))
+    methods = evaluate.scoring_methods(model)
+    low_res = np.random.default_rng(1).random((10, 12)) * 255
+    assert list(methods) == ["bicubic", "FSRCNN-56_12_4"]
+    assert methods["FSRCNN-56_12_4"](low_res, 3).shape == (30, 36)

@@ -1,0 +1,277 @@
+"""`runner predict`: the colour pipeline, tiles, file kinds, --degrade, video, and bad input."""
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import assert_one_line_error, run_cli
+from in_process import run_main
+from prep import datasets, matlab
+from runner import colour, deploy, picture, predict, tiles
+from runner.errors import UserError
+from sr_models import ROOT, save_initial_model, stronger_deconvolution, trained_model
+
+BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
+NET_LABEL = "fsrcnn-56_12_4"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return save_initial_model(tmp_path_factory.mktemp("model") / "random.model",
+                              edit=stronger_deconvolution)
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    return deploy.load_for_inference(model_file)
+
+
+def smooth_image(height, width, channels, dtype=np.uint8, seed=0):
+    """A smooth random image: coarse noise upscaled, full range of `dtype`."""
+    generator = np.random.default_rng(seed)
+    coarse = generator.random((max(height // 8, 2), max(width // 8, 2), channels))
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    top = np.iinfo(dtype).max
+    image = np.clip(image * top, 0, top).astype(dtype).reshape(height, width, channels)
+    return image[:, :, 0] if channels == 1 else image
+
+
+def written(path):
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def files_in(folder):
+    return sorted(path.name for path in Path(folder).iterdir()) if Path(folder).exists() else []
+
+
+# --------------------------------------------------------------------------- tiles and geometry
+
+def test_tiled_result_equals_the_whole_image(model):
+    y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr") / 255.0
+    whole = tiles.super_resolve(model, y, tile_size=None)
+    assert whole.shape == (768, 768) and whole.std() > 0.05   # a far-from-trivial output
+    for tile_size in (64, 37):
+        tiled = tiles.super_resolve(model, y, tile_size=tile_size)
+        assert np.abs(tiled - whole).max() < 1e-5, tile_size
+
+
+def test_srcnn_style_net_is_fed_a_bicubic_input_and_tiles_too(tmp_path):
+    # SRCNN 9-1-5 without padding: 12 pixels less output than input, its scale from --scale
+    path = save_initial_model(tmp_path / "srcnn.model", ROOT / "configs" / "srcnn_net.yaml",
+                              edit=lambda blobs: blobs["conv3"][0].__imul__(1e4))
+    with pytest.raises(UserError, match="give --scale"):
+        deploy.load_for_inference(path)
+    srcnn = deploy.load_for_inference(path, scale=3)
+    assert (srcnn.scale, srcnn.geometry.shrink, srcnn.geometry.padding) == (3, 12, 6)
+    plane = smooth_image(40, 30, 1) / 255.0
+    whole = tiles.super_resolve(srcnn, plane, tile_size=None)
+    assert whole.shape == (120, 90) and whole.std() > 0
+    assert np.abs(tiles.super_resolve(srcnn, plane, tile_size=50) - whole).max() < 1e-5
+
+
+def test_deploy_geometry_of_fsrcnn(model):
+    assert (model.scale, model.input_name, model.output_name) == (3, "data", "deconv")
+    assert model.geometry.padding == 0 and model.geometry.crop == 0
+    # conv1 4 + conv3..6 4 x 2 + deconv 8/3 + 1 pixels, rounded up, plus one
+    assert model.geometry.context == 17
+
+
+# --------------------------------------------------------------------------- colour pipeline
+
+def test_colour_goes_y_through_the_net_and_chroma_bicubic(model):
+    image = picture.from_array(smooth_image(20, 24, 3), "synthetic")
+    result = colour.super_resolve_picture(model, image)
+    ycbcr = matlab.rgb2ycbcr(result.pixels, channel_order="bgr")
+    source = matlab.rgb2ycbcr(image.pixels, channel_order="bgr")
+    expected_y = tiles.super_resolve(model, source[:, :, 0] / 255.0) * 255.0
+    np.testing.assert_allclose(ycbcr[:, :, 0], expected_y, atol=1e-3)
+    np.testing.assert_allclose(ycbcr[:, :, 1:], matlab.imresize(source[:, :, 1:], 3), atol=1e-6)
+
+
+def test_predict_colour_image_writes_network_and_bicubic_results(tmp_path, model_file, capfd):
+    result = run_main(capfd, "predict", BUTTERFLY, "--model", model_file, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"model: {model_file}" in result.stdout
+    network = written(tmp_path / f"butterfly_GT_x3_{NET_LABEL}.png")
+    bicubic = written(tmp_path / "butterfly_GT_x3_bicubic.png")
+    assert network.shape == bicubic.shape == (768, 768, 3) and network.dtype == np.uint8
+    expected = matlab.to_uint8(matlab.imresize(cv2.imread(str(BUTTERFLY)).astype(float), 3))
+    np.testing.assert_array_equal(bicubic, expected)
+    assert files_in(tmp_path) == sorted([f"butterfly_GT_x3_{NET_LABEL}.png",
+                                         "butterfly_GT_x3_bicubic.png"])
+
+
+def test_grayscale_rgba_16bit_and_cmyk_inputs(tmp_path, model):
+    sources = tmp_path / "in"
+    sources.mkdir()
+    cv2.imwrite(str(sources / "gray.png"), smooth_image(12, 10, 1))
+    rgba = smooth_image(12, 10, 4, seed=1)
+    cv2.imwrite(str(sources / "rgba.png"), rgba)
+    deep = smooth_image(12, 10, 3, np.uint16, seed=2)
+    cv2.imwrite(str(sources / "deep.png"), deep)
+    Image.new("CMYK", (10, 12), (10, 120, 200, 30)).save(sources / "cmyk.jpg")
+    jobs = predict.plan(predict.collect_inputs([sources]), model, tmp_path / "out")
+    results = dict((job.source.name, paths) for job, paths in predict.run(jobs, model))
+    gray = written(results["gray.png"][0])
+    assert gray.shape == (36, 30) and gray.dtype == np.uint8
+    with_alpha = written(results["rgba.png"][0])
+    assert with_alpha.shape == (36, 30, 4)
+    np.testing.assert_array_equal(with_alpha[:, :, 3],
+                                  matlab.to_uint8(matlab.imresize(rgba[:, :, 3].astype(float), 3)))
+    sixteen = written(results["deep.png"][0])
+    assert sixteen.shape == (36, 30, 3) and sixteen.dtype == np.uint16
+    sixteen_bicubic = written(results["deep.png"][1])
+    expected = np.clip(np.round(matlab.imresize(deep / 257.0, 3) * 257.0), 0, 65535)
+    np.testing.assert_array_equal(sixteen_bicubic, expected.astype(np.uint16))
+    assert written(results["cmyk.jpg"][0]).shape == (36, 30, 3)
+
+
+def test_tiny_images_are_super_resolved_with_the_nets_zero_padding(tmp_path, model):
+    # Decision: smaller than the receptive field (17 LR pixels), even 1x1, is not an error
+    for size in ((1, 1), (5, 4)):
+        path = tmp_path / f"tiny_{size[0]}x{size[1]}.png"
+        cv2.imwrite(str(path), smooth_image(*size, 3))
+        network_path, _ = predict.predict_image(model, path, tmp_path / f"n{size}.png",
+                                                tmp_path / f"b{size}.png")
+        assert written(network_path).shape == (size[0] * 3, size[1] * 3, 3)
+
+
+# --------------------------------------------------------------------------- --degrade
+
+def test_degrade_writes_the_figure_and_the_trained_net_beats_bicubic(tmp_path_factory, capfd):
+    snapshot_path = trained_model(tmp_path_factory.mktemp("trained"))
+    out = tmp_path_factory.mktemp("figure")
+    result = run_main(capfd, "predict", BUTTERFLY, "--model", snapshot_path, "--degrade", "--out",
+                      out)
+    assert result.returncode == 0, result.stderr
+    figure_path = out / f"butterfly_GT_x3_{NET_LABEL}_figure.png"
+    figure = written(figure_path)
+    assert figure.shape[1] > 3 * 256 and figure.shape[0] > 256
+    line = result.stdout.strip().splitlines()[-1]
+    assert "bicubic PSNR" in line and "FSRCNN-56_12_4 PSNR" in line and str(figure_path) in line
+    scores = predict.predict_degraded(deploy.load_for_inference(snapshot_path), BUTTERFLY,
+                                      out / "again.png")
+    assert scores.scores["FSRCNN-56_12_4"][0] > scores.scores["bicubic"][0]
+
+
+def test_tutorial_degradation_is_blur_then_cv2_resize():
+    image = picture.from_array(smooth_image(31, 20, 3), "synthetic")
+    truth, low = predict.degrade(image, 3, "tutorial")
+    assert truth.size == (30, 18) and low.size == (10, 6)
+    blurred = cv2.GaussianBlur(truth.pixels, (5, 5), 0)
+    np.testing.assert_allclose(low.pixels, cv2.resize(blurred, (6, 10),
+                                                      interpolation=cv2.INTER_CUBIC))
+    _, paper = predict.degrade(image, 3, "paper")
+    np.testing.assert_allclose(paper.pixels, matlab.imresize(truth.pixels, 1 / 3))
+
+
+# --------------------------------------------------------------------------- video
+
+def write_video(path, frames=10, size=(48, 32), fps=12.0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for index in range(frames):
+        writer.write(smooth_image(size[1], size[0], 3, seed=index))
+    writer.release()
+
+
+def test_video_round_trip(tmp_path, model_file, capfd):
+    clip = tmp_path / "clip.mp4"
+    write_video(clip)
+    result = run_main(capfd, "predict", clip, "--model", model_file, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "out" / f"clip_x3_{NET_LABEL}.mp4"
+    capture = cv2.VideoCapture(str(output))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 10 and frames[0].shape == (96, 144, 3)
+    assert "10 frames at 12 fps" in result.stdout
+    assert files_in(tmp_path / "out") == [output.name]
+
+
+# --------------------------------------------------------------------------- which model
+
+def test_default_model_is_the_newest_snapshot_of_the_default_run(tmp_path, model_file, capfd,
+                                                                  monkeypatch):
+    run = tmp_path / "results" / "runs" / "fsrcnn_x3"
+    run.mkdir(parents=True)
+    for iteration in (5, 12):
+        (run / f"fsrcnn_iter_{iteration}.model").write_bytes(model_file.read_bytes())
+    image = tmp_path / "small.png"
+    cv2.imwrite(str(image), smooth_image(8, 8, 3))
+    monkeypatch.chdir(tmp_path)
+    result = run_main(capfd, "predict", image.name)
+    assert result.returncode == 0, result.stderr
+    assert "results/runs/fsrcnn_x3/fsrcnn_iter_12.model (newest snapshot" in result.stdout
+    assert (tmp_path / "results" / "predict" / f"small_x3_{NET_LABEL}.png").is_file()
+
+
+def test_without_any_model_the_error_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="runner train --solver .*or give --model FILE"):
+        predict.default_model(shipped=tmp_path / "none.model")
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "empty").mkdir()
+    (folder / "empty" / "notes.txt").write_text("no images here")
+    (folder / "text.png").write_text("not an image")
+    good = smooth_image(20, 20, 3)
+    ok, encoded = cv2.imencode(".png", good)
+    (folder / "truncated.png").write_bytes(encoded.tobytes()[:len(encoded) // 2])
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(200))
+    cv2.imwrite(str(folder / "small.png"), smooth_image(12, 12, 3))
+    (folder / "a_file").write_text("a file where a folder should be")
+    return folder
+
+
+@pytest.mark.parametrize(("arguments", "named", "problem"), [
+    (["missing.png"], "missing.png", "no such file"),
+    (["empty"], "empty", "holds no images"),
+    (["*.gif"], "*.gif", "matches no image"),
+    (["text.png"], "text.png", "not a readable image"),
+    (["truncated.png"], "truncated.png", "not a readable image"),
+    (["broken.mp4"], "broken.mp4", "cannot be opened as a video"),
+    (["small.png", "--degrade"], "small.png", "too small"),
+    (["small.png", "--scale", "2"], ".model", "is a x3 model, but --scale 2"),
+    (["small.png", "--out", "a_file"], "a_file", "not a folder"),
+    (["small.png", "--model", "text.png"], "text.png", "not a valid model"),
+])
+def test_bad_input_is_one_error_line_and_leaves_no_output(bad_inputs, model_file, arguments,
+                                                          named, problem, capfd, monkeypatch):
+    defaults = {"--model": str(model_file), "--out": "out"}
+    for flag, value in defaults.items():
+        if flag not in arguments:
+            arguments = [*arguments, flag, value]
+    monkeypatch.chdir(bad_inputs)
+    assert_one_line_error(run_main(capfd, "predict", *arguments), named, problem)
+    assert files_in(bad_inputs / "out") == []
+    assert not [path for path in bad_inputs.rglob(".*") if path.is_file()]  # no temporaries
+
+
+def test_bad_input_in_a_real_process(bad_inputs, model_file):
+    # what the libraries print on their own (libpng, ffmpeg) must not reach the terminal either
+    result = run_cli("predict", "truncated.png", "broken.mp4", "--model", model_file, "--out",
+                     "out", cwd=bad_inputs)
+    assert_one_line_error(result, "truncated.png", "not a readable image")
+    assert files_in(bad_inputs / "out") == []
+
+
+def test_an_output_may_not_overwrite_an_input(tmp_path, model):
+    for name in ("photo.png", f"photo_x3_{NET_LABEL}.png"):
+        cv2.imwrite(str(tmp_path / name), smooth_image(8, 8, 3))
+    with pytest.raises(UserError, match="would overwrite an input"):
+        predict.plan(predict.collect_inputs([tmp_path]), model, tmp_path)

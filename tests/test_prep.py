@@ -1,0 +1,438 @@
+"""`make prep`: subimage pairs, HDF5 output, the dataset setting, fetch, bad input via the CLI."""
+import hashlib
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from prep import datasets, images, pipeline, subimages
+from prep.matlab import imresize, modcrop, to_uint8
+from runner import config
+from runner.errors import UserError
+from runner.schema import PrepConfig
+from helpers import ROOT, assert_one_line_error, run_cli
+
+DATA_ROOT = datasets.data_root()
+
+
+def needs_data(*names):
+    missing = [name for name in names if not (DATA_ROOT / name).is_dir()]
+    return pytest.mark.skipif(bool(missing), reason=f"no {missing} in {DATA_ROOT} (set SR_DATA)")
+
+
+def matlab_y(bgr):
+    """rgb2ycbcr's Y written out from the formula, on a BGR image as cv2 reads it."""
+    blue, green, red = (bgr[..., channel].astype(np.float64) for channel in range(3))
+    return np.floor(16 + (65.481 * red + 128.553 * green + 24.966 * blue) / 255 + 0.5)
+
+
+def read_h5(path):
+    with h5py.File(path, "r") as h5:
+        return np.asarray(h5["Input"]), np.asarray(h5["Ground"]), dict(h5.attrs)
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_dataset(root, name, pictures):
+    """A dataset folder `root/name` holding `pictures` ({file name: array or bytes})."""
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, picture in pictures.items():
+        data = picture if isinstance(picture, bytes) else \
+            cv2.imencode(Path(file).suffix, picture)[1].tobytes()
+        (folder / file).write_bytes(data)
+    return folder
+
+
+def smooth_colour_image(height, width, seed=0):
+    """A colourful BGR image with red and blue running opposite ways (so swapping them shows)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(seed).integers(0, 40, (height, width))
+    blue = 255 * cols / max(width - 1, 1)
+    red = 255 - blue
+    green = 100 + noise + 60 * np.sin(rows / 5)
+    return np.clip(np.stack([blue, green, red], axis=2), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- real data, default x3
+
+@pytest.fixture(scope="module")
+def x3_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("x3")
+    prep_config = PrepConfig(output_dir=str(output))
+    return prep_config, pipeline.prepare(prep_config)
+
+
+@needs_data("T91", "Set5")
+def test_default_x3_writes_pairs_in_caffe_layout(x3_run):
+    prep_config, (train, test) = x3_run
+    for summary, count in ((train, 91), (test, 5)):
+        inputs, ground, attributes = read_h5(summary.h5_path)
+        assert len(inputs) == len(ground) > 1000
+        assert inputs.shape[1:] == (1, 7, 7) and ground.shape[1:] == (1, 21, 21)
+        assert inputs.dtype == ground.dtype == np.float32
+        assert 0 <= inputs.min() and inputs.max() <= 1 and ground.max() > 0.9
+        assert summary.input_shape == inputs.shape and summary.images_used == count
+        assert summary.skipped == () and summary.copies_too_small == 0
+        assert attributes["scale"] == 3 and attributes["degradation"] == "paper"
+        assert attributes["lr_size"] == 7 and attributes["hr_size"] == 21
+        assert attributes["lr_padding"] == 0 and attributes["y_conversion"] == "matlab"
+        assert attributes["stride"] == (19 if summary.split == "train" else 21)
+        assert "output_dir:" in attributes["prep_config"]
+        assert len(attributes["sources"]) == count
+        assert summary.list_path.read_text() == f"{summary.h5_path}\n"
+    _, _, attributes = read_h5(train.h5_path)
+    published = dict(line.split()[::-1] for line in (DATA_ROOT / "SHA256SUMS").read_text()
+                     .splitlines())
+    for name, digest in zip(attributes["sources"], attributes["sources_sha256"]):
+        assert published[f"./{name}"] == digest
+
+
+@needs_data("T91", "Set5")
+def test_lr_subimages_are_windows_of_the_whole_image_imresize(x3_run):
+    _, (train, test) = x3_run
+    for summary, stride, first in ((test, 21, "Set5/baby_GT.bmp"), (train, 19, "T91/t1.bmp")):
+        inputs, ground, _ = read_h5(summary.h5_path)
+        hr = modcrop(matlab_y(cv2.imread(str(DATA_ROOT / first))), 3)
+        lr = to_uint8(imresize(hr, 1 / 3))
+        # HR starts every `stride` pixels, snapped down to a multiple of the scale
+        rows, cols = ([start - start % 3 for start in range(0, length - 21 + 1, stride)]
+                      for length in hr.shape)
+        index = 0
+        for row in rows:
+            for col in cols:
+                assert np.array_equal(ground[index, 0] * 255, hr[row:row + 21, col:col + 21])
+                expected = lr[row // 3:row // 3 + 7, col // 3:col // 3 + 7]
+                assert np.allclose(inputs[index, 0] * 255, expected, atol=1e-4)
+                index += 1
+
+
+@needs_data("Set5")
+def test_prep_twice_gives_byte_identical_files(tmp_path):
+    prep_config = PrepConfig(train_sets=["Set5"], test_sets=["Set5"], output_dir=str(tmp_path))
+    first = [sha256(summary.h5_path) for summary in pipeline.prepare(prep_config)]
+    time.sleep(1.1)      # a stored timestamp (seconds) would differ now
+    second = [sha256(summary.h5_path) for summary in pipeline.prepare(prep_config)]
+    assert first == second
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+@pytest.fixture
+def colour_data(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, "Colour", {"a.png": smooth_colour_image(60, 45)})
+    return root
+
+
+def prep_colour(root, output, **keys):
+    prep_config = PrepConfig(train_sets=["Colour"], test_sets=["Colour"],
+                             output_dir=str(output), **keys)
+    train, test = pipeline.prepare(prep_config, data=root)
+    return read_h5(train.h5_path), read_h5(test.h5_path)
+
+
+@pytest.mark.parametrize("y_conversion", ["matlab", "opencv"])
+def test_tutorial_recipe_takes_y_from_bgr_in_the_right_order(colour_data, tmp_path, y_conversion):
+    bgr = cv2.imread(str(colour_data / "Colour" / "a.png"))
+    blue, green, red = (bgr[..., channel].astype(np.float64) for channel in range(3))
+    if y_conversion == "matlab":
+        y = matlab_y(bgr)
+        swapped = matlab_y(bgr[..., ::-1])     # the tutorial's bug: RGB weights on BGR data
+    else:
+        y = np.floor(0.299 * red + 0.587 * green + 0.114 * blue + 0.5)
+        swapped = np.floor(0.299 * blue + 0.587 * green + 0.114 * red + 0.5)
+    (inputs, ground, attributes), _ = prep_colour(colour_data, tmp_path / "out", hr_size=21,
+                                                  degradation="tutorial", stride=21,
+                                                  y_conversion=y_conversion)
+    assert attributes["degradation"] == "tutorial"
+    # 60x45, 21x21 every 21 pixels: rows 0, 21 and cols 0, 21 (no modcrop, no snapping)
+    corners = [(row, col) for row in (0, 21) for col in (0, 21)]
+    assert len(ground) == len(corners)
+    for label, lr, (row, col) in zip(ground[:, 0] * 255, inputs[:, 0] * 255, corners):
+        window = y[row:row + 21, col:col + 21]
+        assert np.abs(label - window).max() <= (0 if y_conversion == "matlab" else 1)
+        assert np.abs(label - swapped[row:row + 21, col:col + 21]).max() > 20
+        expected_lr = cv2.resize(np.round(label).astype(np.uint8), (7, 7),
+                                 interpolation=cv2.INTER_CUBIC)
+        assert np.allclose(lr, expected_lr, atol=1e-4)
+
+
+def test_augmentation_multiplies_the_training_pairs(colour_data, tmp_path):
+    # 60x45 at x3, 21x21 every 19: rows 0, 19->18, 38->36 and cols 0, 19->18: 6 pairs.
+    # Downscaled by 0.5: 30x23, modcropped to 30x21: 1 pair. Rotations keep the counts.
+    (plain, _, _), _ = prep_colour(colour_data, tmp_path / "plain")
+    (augmented, _, attributes), (test, _, _) = prep_colour(
+        colour_data, tmp_path / "augmented", augment_scales=[0.5], augment_rotations=[90, 180, 270])
+    assert len(plain) == 6
+    assert len(augmented) == (6 + 1) * 4
+    # the test split is never augmented: every 21 pixels, rows 0, 21 and cols 0, 21
+    assert len(test) == 4 and list(attributes["augment_rotations"]) == [90, 180, 270]
+    assert np.array_equal(augmented[:6], plain)
+
+
+def test_lr_padding_surrounds_the_lr_subimage_with_zeros(colour_data, tmp_path):
+    (plain, ground, _), _ = prep_colour(colour_data, tmp_path / "plain")
+    (padded, padded_ground, attributes), _ = prep_colour(colour_data, tmp_path / "pad",
+                                                         lr_padding=2)
+    assert padded.shape[1:] == (1, 11, 11) and attributes["lr_padding"] == 2
+    assert np.array_equal(padded[:, :, 2:9, 2:9], plain)
+    border = padded.copy()
+    border[:, :, 2:9, 2:9] = 0
+    assert not border.any()
+    assert np.array_equal(padded_ground, ground)
+
+
+def test_srcnn_input_is_the_bicubic_upscale_and_the_label_its_centre(colour_data, tmp_path):
+    (inputs, ground, _), _ = prep_colour(colour_data, tmp_path / "srcnn", input="bicubic",
+                                         lr_size=33, hr_size=33, label_border=6, stride=14)
+    hr = modcrop(matlab_y(cv2.imread(str(colour_data / "Colour" / "a.png"))), 3)
+    upscaled = to_uint8(imresize(to_uint8(imresize(hr, 1 / 3)), output_shape=hr.shape))
+    # 60x45: rows 0, 14 and cols 0 (33 + 14 > 45): no snapping with a bicubic input
+    assert inputs.shape == (2, 1, 33, 33) and ground.shape == (2, 1, 21, 21)
+    for index, row in enumerate((0, 14)):
+        assert np.allclose(inputs[index, 0] * 255, upscaled[row:row + 33, :33], atol=1e-4)
+        assert np.array_equal(ground[index, 0] * 255, hr[row + 6:row + 27, 6:27])
+
+
+def test_offsets_snap_to_the_lr_grid_and_skip_too_small_axes():
+    assert list(subimages.offsets(60, 21, 19, align=3)) == [0, 18, 36]
+    assert list(subimages.offsets(60, 21, 19)) == [0, 19, 38]
+    assert list(subimages.offsets(30, 21, 1, align=3)) == [0, 3, 6, 9]
+    assert list(subimages.offsets(20, 21, 19)) == []
+
+
+@pytest.mark.parametrize("keys, problem", [
+    ({"hr_size": 20}, "hr_size must be lr_size * scale"),
+    ({"input": "bicubic"}, "lr_size must equal hr_size"),
+    ({"label_border": 11}, "leaves nothing"),
+    ({"augment_scales": [1.5]}, "not a downscale"),
+    ({"test_sets": []}, "at least one dataset"),
+])
+def test_inconsistent_sizes_are_user_errors(keys, problem):
+    with pytest.raises(UserError, match=re.escape(problem)):
+        subimages.check_config(replace(PrepConfig(), **keys), "p.yaml")
+
+
+# --------------------------------------------------------------------------- images
+
+def test_read_image_gives_8_bit_y_ready_arrays(tmp_path):
+    wide = (np.arange(12 * 10).reshape(12, 10) * 500).astype(np.uint16)
+    folder = make_dataset(tmp_path, "Kinds", {
+        "wide.png": wide,
+        "gray.png": np.full((8, 9), 77, np.uint8),
+        "alpha.png": np.dstack([smooth_colour_image(8, 9), np.zeros((8, 9), np.uint8)]),
+    })
+    eight_bit = images.read_image(folder / "wide.png")
+    assert eight_bit.dtype == np.uint8 and np.array_equal(eight_bit, to_uint8(wide / 257.0))
+    gray = images.read_image(folder / "gray.png")
+    assert gray.shape == (8, 9) and images.y_channel(gray, "matlab") is gray
+    colour = images.read_image(folder / "alpha.png")
+    assert colour.shape == (8, 9, 3)
+    assert np.array_equal(images.y_channel(colour, "matlab"), matlab_y(colour))
+
+
+def test_truncated_image_is_one_user_error(tmp_path, capfd):
+    data = cv2.imencode(".png", smooth_colour_image(30, 30))[1].tobytes()
+    with pytest.raises(UserError, match="not a readable image"):
+        images.decode_image(data[:len(data) // 2], tmp_path / "half.png")
+    with pytest.raises(UserError, match="not a readable image"):
+        images.decode_image(b"", tmp_path / "empty.bmp")
+    assert capfd.readouterr().err == ""      # libpng's own complaint is kept off stderr
+
+
+# --------------------------------------------------------------------------- dataset setting, fetch
+
+def test_sr_data_names_the_datasets_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_DATA", str(tmp_path))
+    make_dataset(tmp_path, "Mine", {"b.png": b"x", "a.BMP": b"x", "notes.txt": b"x"})
+    assert [path.name for path in datasets.image_files(datasets.dataset_folder("Mine"))] == \
+        ["a.BMP", "b.png"]
+    with pytest.raises(UserError) as error:
+        datasets.dataset_folder("T91")
+    assert error.value.where == str(tmp_path / "T91") and "set SR_DATA=" in error.value.problem
+    monkeypatch.delenv("SR_DATA")
+    assert datasets.data_root().resolve() == (ROOT / ".." / "shared" / "data").resolve()
+
+
+def test_listing_matches_the_shared_checksums():
+    listing = datasets.read_listing()
+    assert set(listing) >= {"T91", "Set5", "Set14", "General100", "BSD100"}
+    assert len(listing["T91"].files) == 91
+    assert listing["T91"].base_url.startswith("https://raw.githubusercontent.com/")
+    if (DATA_ROOT / "SHA256SUMS").is_file():
+        published = {line.split()[1][2:]: line.split()[0]
+                     for line in (DATA_ROOT / "SHA256SUMS").read_text().splitlines()}
+        listed = {f"{name}/{file}": digest for name, source in listing.items()
+                  for file, digest in source.files.items()}
+        assert listed == published
+
+
+@pytest.fixture
+def file_listing(tmp_path):
+    """A listing whose URLs are file:// URLs into a temporary 'server' folder."""
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "one.bmp").write_bytes(b"first file")
+    (server / "two words.png").write_bytes(b"second file")
+    digests = {name: hashlib.sha256((server / name).read_bytes()).hexdigest()
+               for name in ("one.bmp", "two words.png")}
+    listing = tmp_path / "datasets.yaml"
+    listing.write_text(f"Demo:\n  base_url: {server.as_uri()}/\n  files:\n" +
+                       "".join(f"    {name}: {digest}\n" for name, digest in digests.items()))
+    return listing, server
+
+
+def test_fetch_downloads_verifies_and_resumes(file_listing, tmp_path):
+    listing, server = file_listing
+    dest = tmp_path / "dest"
+    (result,) = datasets.fetch([], dest=dest, listing=listing)
+    assert (result.downloaded, result.already_present) == (2, 0)
+    assert (dest / "Demo" / "two words.png").read_bytes() == b"second file"
+    (again,) = datasets.fetch(["Demo"], dest=dest, listing=listing)
+    assert (again.downloaded, again.already_present) == (0, 2)
+
+
+def test_fetch_keeps_nothing_on_a_checksum_mismatch(file_listing, tmp_path):
+    listing, server = file_listing
+    (server / "one.bmp").write_bytes(b"tampered")
+    dest = tmp_path / "dest"
+    result = run_cli("fetch", "--dest", dest, "--listing", listing, module="prep")
+    line = assert_one_line_error(result, "one.bmp", "sha256 mismatch")
+    assert line.startswith(f"error: {server.as_uri()}/one.bmp: ")
+    assert list((dest / "Demo").iterdir()) == []
+
+
+def test_fetch_offline_is_one_line(tmp_path):
+    listing = tmp_path / "datasets.yaml"
+    listing.write_text("Demo:\n  base_url: http://127.0.0.1:9/\n  files:\n    a.bmp: " +
+                       "a" * 64 + "\n")
+    result = run_cli("fetch", "--dest", tmp_path / "dest", "--listing", listing, module="prep")
+    assert_one_line_error(result, "http://127.0.0.1:9/a.bmp", "download failed", "offline?")
+    assert_one_line_error(run_cli("fetch", "Dmeo", "--listing", listing, module="prep"),
+                          "no dataset 'Dmeo'", "did you mean 'Demo'")
+
+
+# --------------------------------------------------------------------------- the CLI, bad input
+
+def write_config(path, output, text=""):
+    path.write_text(f"train_sets: [Good]\ntest_sets: [Good]\noutput_dir: {output}\n{text}")
+    return path
+
+
+@pytest.fixture
+def good_data(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, "Good", {"a.png": smooth_colour_image(60, 45),
+                                "b.bmp": smooth_colour_image(42, 42, seed=1)})
+    return root
+
+
+def assert_no_h5(folder):
+    assert not list(Path(folder).rglob("*.h5")), list(Path(folder).rglob("*"))
+
+
+def test_cli_writes_and_summarises(good_data, tmp_path):
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert result.returncode == 0, result.stderr
+    assert "train: 2 images of Good -> 10 pairs, Input 10x1x7x7, Ground 10x1x21x21" in \
+        result.stdout
+    assert "0 image(s) skipped" in result.stdout and result.stderr == ""
+    assert (tmp_path / "out" / "train.txt").read_text() == f"{tmp_path / 'out' / 'train.h5'}\n"
+
+
+def test_cli_missing_dataset_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_DATA", str(tmp_path / "nowhere"))
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    result = run_cli("--config", config, module="prep")
+    assert_one_line_error(result, tmp_path / "nowhere" / "Good", "set SR_DATA=")
+    assert_no_h5(tmp_path)
+
+
+def test_cli_text_file_renamed_bmp(good_data, tmp_path):
+    (good_data / "Good" / "c.bmp").write_text("this is not an image\n")
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert_one_line_error(result, good_data / "Good" / "c.bmp", "not a readable image")
+    assert_no_h5(tmp_path)
+
+
+def test_cli_bad_test_image_writes_no_train_file_either(good_data, tmp_path):
+    make_dataset(good_data, "Bad", {"c.bmp": b"not an image"})
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out", "test_sets: [Bad]\n")
+    config.write_text(config.read_text().replace("test_sets: [Good]\n", ""))
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert_one_line_error(result, good_data / "Bad" / "c.bmp", "not a readable image")
+    assert_no_h5(tmp_path)
+
+
+def test_cli_truncated_png(good_data, tmp_path):
+    data = (good_data / "Good" / "a.png").read_bytes()
+    (good_data / "Good" / "a.png").write_bytes(data[:len(data) // 2])
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert_one_line_error(result, good_data / "Good" / "a.png", "not a readable image")
+    assert_no_h5(tmp_path)
+
+
+def test_cli_skips_and_counts_an_image_smaller_than_one_subimage(good_data, tmp_path):
+    make_dataset(good_data, "Good", {"tiny.png": smooth_colour_image(20, 40)})
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert result.returncode == 0, result.stderr
+    assert ("1 image(s) skipped as smaller than one 21x21 HR subimage (Good/tiny.png)"
+            in result.stdout)
+    _, _, attributes = read_h5(tmp_path / "out" / "train.h5")
+    assert list(attributes["skipped"]) == ["Good/tiny.png"]
+
+
+def test_cli_only_too_small_images_is_an_error(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, "Good", {"tiny.png": smooth_colour_image(20, 40)})
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    result = run_cli("--config", config, "--data", root, module="prep")
+    assert_one_line_error(result, root / "Good", "smaller than one 21x21 HR subimage")
+    assert_no_h5(tmp_path)
+
+
+def test_cli_unwritable_output_folder(good_data, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "a_file" / "out")
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert_one_line_error(result, tmp_path / "a_file" / "out", "cannot create the output folder")
+    assert_no_h5(tmp_path)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("strid: 19\n", "unknown key 'strid' (did you mean 'stride'?)"),
+    ("scale: three\n", "scale: expected int32, got str 'three'"),
+    ("stride: 0\n", "stride: must be at least 1, got 0"),
+    ("hr_size: 22\n", "hr_size must be lr_size * scale"),
+])
+def test_cli_invalid_prep_config(good_data, tmp_path, text, problem):
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out", text)
+    result = run_cli("--config", config, "--data", good_data, module="prep")
+    assert_one_line_error(result, f"error: {config}: ", problem)
+    assert_no_h5(tmp_path)
+
+
+def test_cli_missing_config_file(tmp_path):
+    result = run_cli("--config", tmp_path / "none.yaml", module="prep")
+    assert_one_line_error(result, tmp_path / "none.yaml", "no such file")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("prep_*.yaml")),
+                         ids=lambda path: path.name)
+def test_shipped_prep_configs_are_valid(path):
+    prep_config = config.load(PrepConfig, path)
+    subimages.check_config(prep_config, path)
+    assert prep_config.output_dir.startswith("results/data/")

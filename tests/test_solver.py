@@ -1,0 +1,234 @@
+"""The solver loop: Caffe's semantics, exact resume, signals, logs, and bad input."""
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from helpers import ROOT, assert_one_line_error, run_cli, tiny_run, write_h5
+from runner import config, snapshot
+from runner.solver import Solver, TrainOptions, train
+
+QUIET = TrainOptions(log=False)
+
+
+def final_weights(solver):
+    return {layer: [blob.detach().clone() for blob in blobs]
+            for layer, blobs in solver.net.blobs_by_layer().items()}
+
+
+def assert_same_weights(first, second):
+    assert first.keys() == second.keys()
+    for layer in first:
+        for a, b in zip(first[layer], second[layer]):
+            assert torch.equal(a, b), layer
+
+
+@pytest.mark.parametrize("solver_type", ["SGD", "Adam"])
+def test_resume_gives_identical_weights(tmp_path, solver_type):
+    straight = train(config.load_solver(tiny_run(tmp_path, 20, 0, solver_type, "a/run")), QUIET)
+    half = tiny_run(tmp_path, 10, 10, solver_type, "b/run")
+    train(config.load_solver(half), QUIET)
+    state_path = tmp_path / "b" / "run_iter_10.solverstate"
+    state = snapshot.load_solverstate(state_path)
+    # the tutorial's case: the solver file edited to a larger max_iter, then resumed
+    longer = config.load_solver(tiny_run(tmp_path, 20, 10, solver_type, "b/run"))
+    resumed = train(longer, QUIET, resume_from=(state_path, state))
+    assert resumed.iteration == 20
+    assert_same_weights(final_weights(straight), final_weights(resumed))
+
+
+def test_same_seed_gives_same_run(tmp_path):
+    runs = [train(config.load_solver(tiny_run(tmp_path, 8, 0, prefix=f"{name}/run")), QUIET)
+            for name in "ab"]
+    assert_same_weights(*map(final_weights, runs))
+
+
+def test_snapshot_pair_and_contents(tmp_path):
+    solver_file = tiny_run(tmp_path, 20, 10)
+    train(config.load_solver(solver_file), QUIET)
+    for iteration in (10, 20):
+        model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", iteration)
+        assert model_path.is_file() and state_path.is_file()
+        state = snapshot.load_solverstate(state_path)
+        assert state.iteration == iteration and state.learned_net == model_path.name
+        assert snapshot.model_of(state_path, state) == model_path
+        assert len(state.history) == 8   # SGD: a momentum blob per parameter blob (3 convs x 2 + 2 PReLU)
+        assert "max_iter: 20" in state.solver_text
+        assert "tiny_fsrcnn" in state.net_files[0][1]
+    model = snapshot.load_model(model_path)
+    assert list(model.blobs) == ["conv1", "prelu1", "conv2", "prelu2", "deconv"]
+    assert model.blobs["deconv"][0].shape == (4, 1, 9, 9)
+
+
+def test_snapshots_load_without_pickle(tmp_path, monkeypatch):
+    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 10)
+    for path in (model_path, state_path):
+        assert path.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used while loading a snapshot")
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    snapshot.load_model(model_path)
+    snapshot.load_solverstate(state_path)
+
+
+def test_logs_and_plot(tmp_path):
+    solver_file = tiny_run(tmp_path, 20, 0)
+    result = run_cli("train", "--solver", solver_file)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Iteration 0, Testing net (#0)" in out
+    assert "Iteration 5 (" in out and "iter/s" in out and "s/5 iters), loss = " in out
+    assert "Iteration 5, lr = 0.001" in out
+    assert "Test net output #0: loss = " in out and "Test net output #1: psnr = " in out
+    records = [json.loads(line) for line in
+               (tmp_path / "run" / "tiny_log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [0, 5, 10, 15]
+    assert [r["iteration"] for r in records if "test_psnr" in r] == [0, 10, 20]
+    assert all({"lr", "seconds"} <= r.keys() for r in records if "loss" in r)
+    plotted = run_cli("plot", tmp_path / "run")
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "run" / "tiny_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def start_training(solver_file, *flags):
+    return subprocess.Popen([sys.executable, "-m", "runner", "train", "--solver", solver_file,
+                             *flags], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def snapshots_of(folder):
+    return sorted(path.name for path in folder.glob("*.solverstate"))
+
+
+def test_sigint_snapshots_then_stops(tmp_path):
+    solver_file = tiny_run(tmp_path, 10_000_000, 0)
+    process = start_training(solver_file)
+    assert wait_for(lambda: (tmp_path / "run" / "tiny_log.jsonl").exists()
+                    and (tmp_path / "run" / "tiny_log.jsonl").stat().st_size > 0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Optimization stopped early." in out
+    saved = snapshots_of(tmp_path / "run")
+    assert len(saved) == 1
+    snapshot.load_solverstate(tmp_path / "run" / saved[0])
+
+
+def test_sighup_snapshots_and_goes_on(tmp_path):
+    solver_file = tiny_run(tmp_path, 10_000_000, 0)
+    process = start_training(solver_file, "--sigint_effect", "stop")
+    assert wait_for(lambda: (tmp_path / "run" / "tiny_log.jsonl").exists()
+                    and (tmp_path / "run" / "tiny_log.jsonl").stat().st_size > 0)
+    process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: snapshots_of(tmp_path / "run"))
+    assert process.poll() is None                      # still training
+    process.send_signal(signal.SIGINT)                 # stop: no further snapshot
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert len(snapshots_of(tmp_path / "run")) == 1
+
+
+def test_diverging_loss_stops_with_a_clear_message(tmp_path):
+    solver_file = tiny_run(tmp_path, 200, 5)
+    solver_file.write_text(solver_file.read_text().replace("base_lr: 0.001", "base_lr: 1.0e+6"))
+    result = run_cli("train", "--solver", solver_file)
+    line = assert_one_line_error(result, solver_file, "loss is")
+    assert "last good snapshot" in line
+
+
+# ---------------------------------------------------------------------------- bad input
+
+def test_unknown_solver_key_suggests_the_right_one(tmp_path):
+    solver_file = tiny_run(tmp_path)
+    solver_file.write_text(solver_file.read_text().replace("base_lr", "base_rl"))
+    assert_one_line_error(run_cli("train", "--solver", solver_file), solver_file,
+                          "unknown key 'base_rl' (did you mean 'base_lr'?)")
+
+
+def test_missing_solver_file(tmp_path):
+    assert_one_line_error(run_cli("train", "--solver", tmp_path / "nope.yaml"), "no such file")
+
+
+def test_weights_and_snapshot_together_are_refused(tmp_path):
+    assert_one_line_error(run_cli("train", "--solver", "a.yaml", "--snapshot", "b.solverstate",
+                                  "--weights", "c.model"), "not both")
+
+
+def test_unknown_flag_is_one_line():
+    assert_one_line_error(run_cli("train", "--solvr", "x.yaml"), "--solvr")
+
+
+def test_missing_hdf5_dataset(tmp_path):
+    solver_file = tiny_run(tmp_path)
+    with h5py.File(tmp_path / "train.h5", "w") as h5:
+        h5.create_dataset("Input", data=np.zeros((4, 1, 7, 7), np.float32))
+    assert_one_line_error(run_cli("train", "--solver", solver_file), "train.h5",
+                          "no dataset 'Ground'")
+
+
+def test_label_shape_that_does_not_match_the_net(tmp_path):
+    solver_file = tiny_run(tmp_path)
+    write_h5(tmp_path / "train.h5", 16, seed=3, lr_size=7, hr_size=14)
+    assert_one_line_error(run_cli("train", "--solver", solver_file), "train.h5", "Ground")
+
+
+def test_snapshot_of_a_different_net(tmp_path):
+    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
+    (tmp_path / "other").mkdir()
+    other = tiny_run(tmp_path / "other")
+    net_file = tmp_path / "other" / "net.yaml"
+    net_file.write_text(net_file.read_text().replace("num_output: 6", "num_output: 5"))
+    before = state_path.read_bytes()
+    line = assert_one_line_error(run_cli("train", "--solver", other, "--snapshot", state_path),
+                                 "conv1")
+    assert "shape" in line
+    assert state_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_damaged_snapshot(tmp_path, damage):
+    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
+    data = state_path.read_bytes()
+    state_path.write_bytes(data[: len(data) // 2] if damage == "truncated"
+                           else np.random.default_rng(0).bytes(len(data)))
+    assert_one_line_error(run_cli("train", "--snapshot", state_path), state_path,
+                          "not a valid solverstate")
+
+
+def test_changed_model_file_is_detected(tmp_path):
+    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 10)
+    with h5py.File(model_path, "a") as h5:
+        h5["data/conv1/0"][0, 0, 0, 0] += 1
+    assert_one_line_error(run_cli("train", "--snapshot", state_path), "sha256")
+
+
+def test_fine_tune_copies_layers_by_name(tmp_path):
+    source = train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    model_path = tmp_path / "run" / "tiny_iter_10.model"
+    solver = Solver(config.load_solver(tiny_run(tmp_path, 0, 0, prefix="ft/run")), QUIET)
+    copied = solver.copy_weights(model_path)
+    assert set(copied) == {"conv1", "prelu1", "conv2", "prelu2", "deconv"}
+    assert_same_weights(final_weights(source), final_weights(solver))
