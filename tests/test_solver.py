@@ -232,3 +232,22 @@ def test_fine_tune_copies_layers_by_name(tmp_path):
     copied = solver.copy_weights(model_path)
     assert set(copied) == {"conv1", "prelu1", "conv2", "prelu2", "deconv"}
     assert_same_weights(final_weights(source), final_weights(solver))
+
+
+def test_fsrcnn_from_configs_learns_on_t91(tmp_path):
+    """The shipped FSRCNN net and the demo solver on the real prepared T91 set."""
+    prepared = run_cli("--config", "configs/prep_x3.yaml", module="prep")
+    assert prepared.returncode == 0, prepared.stderr
+    net_file = ROOT / "configs" / "fsrcnn_net.yaml"
+    solver_text = (ROOT / "configs" / "demo_solver.yaml").read_text()
+    for key, value in {"test_iter": "[2]", "test_interval": "300", "display": "100",
+                       "max_iter": "300", "snapshot": "0",
+                       "snapshot_prefix": str(tmp_path / "fsrcnn")}.items():
+        solver_text = "\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line
+                                for line in solver_text.splitlines())
+    setup = config.solver_setup_from_texts(
+        str(ROOT / "configs" / "demo_solver.yaml"), solver_text,
+        [("fsrcnn_net.yaml", net_file.read_text())])
+    before_loss, before_psnr = Solver(setup, QUIET).test(0)
+    after_loss, after_psnr = train(setup, QUIET).test(0)
+    assert after_loss < 0.5 * before_loss and after_psnr > before_psnr + 3
