@@ -115,6 +115,7 @@ def cut_split(prep_config, split, folders, config_text):
         "hr_size": prep_config.hr_size,
         "stride": stride,
         "lr_padding": prep_config.lr_padding,
+        "lr_context": prep_config.lr_context,
         "label_border": prep_config.label_border,
         "y_conversion": prep_config.y_conversion,
         "augment_scales": np.asarray(scales, dtype=np.float64),

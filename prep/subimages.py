@@ -9,7 +9,9 @@
   `imresize` (rounded again) and the input subimage is cut at the HR subimage's own position.
 - `degradation: tutorial` (the Intel tutorial): no modcrop and no whole-image resize; every HR
   subimage is shrunk on its own by `cv2.resize(..., INTER_CUBIC)` to lr_size.
-Then `lr_padding` zero pixels are added around every input and `label_border` pixels are cut off
+`lr_context` widens every input window by that many pixels of the image itself on each side
+(the authors' 11x11 inputs for 7x7 footprints); HR subimages whose widened window would leave the
+image are skipped. Then `lr_padding` zero pixels are added around every input and `label_border` pixels are cut off
 every side of every label. Everything is numpy on whole arrays: windows are views of the image
 picked by fancy indexing; no Python loop runs per pixel or per subimage.
 """
@@ -36,6 +38,9 @@ def check_config(config, source):
                         f"hr_size ({config.hr_size}), got {config.lr_size}")
     if config.input == "bicubic" and config.degradation == "tutorial":
         raise UserError(source, "degradation: tutorial makes LR inputs only (input: lr)")
+    if config.lr_context and config.degradation == "tutorial":
+        raise UserError(source, "degradation: tutorial shrinks each subimage on its own, so it "
+                        "has no image around it for lr_context")
     if 2 * config.label_border >= config.hr_size:
         raise UserError(source, f"label_border {config.label_border} leaves nothing of a "
                         f"{config.hr_size}x{config.hr_size} label")
@@ -45,8 +50,9 @@ def check_config(config, source):
 
 
 def input_size(config):
-    """Side of an input subimage as written: lr_size plus the zero padding on both sides."""
-    return config.lr_size + 2 * config.lr_padding
+    """Side of an input subimage as written: lr_size plus context and zero padding on both
+    sides."""
+    return config.lr_size + 2 * (config.lr_context + config.lr_padding)
 
 
 def label_size(config):
@@ -105,9 +111,20 @@ def _paper_pairs(y, config, stride):
         source, step = matlab.to_uint8(matlab.imresize(lr, output_shape=hr.shape)), 1
     else:
         source, step = lr, config.scale
-    rows, cols = (offsets(length, config.hr_size, stride, align=step) for length in hr.shape)
-    return (crop_windows(source, rows // step, cols // step, config.lr_size),
-            crop_windows(hr, rows, cols, config.hr_size))
+    context = config.lr_context
+    rows, cols = (within_context(offsets(length, config.hr_size, stride, align=step) // step,
+                                 source_length, config.lr_size, context)
+                  for length, source_length in zip(hr.shape, source.shape))
+    if not len(rows) or not len(cols):
+        return _no_pairs(config)
+    return (crop_windows(source, rows - context, cols - context, config.lr_size + 2 * context),
+            crop_windows(hr, rows * step, cols * step, config.hr_size))
+
+
+def within_context(starts, length, size, context):
+    """The window starts whose `size` window, widened by `context` on each side, stays inside a
+    `length`-long axis."""
+    return starts[(starts >= context) & (starts + size + context <= length)]
 
 
 def _tutorial_pairs(y, config, stride):
@@ -119,7 +136,8 @@ def _tutorial_pairs(y, config, stride):
 
 
 def _no_pairs(config):
-    return (np.empty((0, config.lr_size, config.lr_size), np.uint8),
+    side = config.lr_size + 2 * config.lr_context
+    return (np.empty((0, side, side), np.uint8),
             np.empty((0, config.hr_size, config.hr_size), np.uint8))
 
 

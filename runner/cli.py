@@ -24,12 +24,16 @@ def add_train(commands):
     train = commands.add_parser("train", help="train a net with a solver file (caffe train)")
     train.add_argument("--solver", help="solver file (.yaml or .prototxt)")
     train.add_argument("--snapshot", help="resume from this .solverstate")
-    train.add_argument("--weights", help="fine-tune: copy layers by name from this .model")
+    train.add_argument("--weights", help="fine-tune: copy layers by name from this .model or "
+                       ".caffemodel")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: from solver_mode)")
     train.add_argument("--sigint_effect", choices=SIGNAL_EFFECTS, default="snapshot",
                        help="on Ctrl-C: snapshot then stop (default), stop, or none")
     train.add_argument("--sighup_effect", choices=SIGNAL_EFFECTS, default="snapshot",
                        help="on SIGHUP: snapshot and go on (default), stop, or none")
+    train.add_argument("--procs", type=positive_int(1), default=1,
+                       help="data-parallel over N processes on this machine, launched as "
+                       "torchrun --standalone --nproc_per_node=N (batch_size is per process)")
     train.set_defaults(run=run_train)
 
 
@@ -51,7 +55,28 @@ def run_train(args):
                                                state.net_files)
     options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
                            sighup_effect=args.sighup_effect)
+    if args.procs > 1:
+        from runner import distributed
+        if distributed.launched():
+            raise UserError("runner train", "--procs starts its own processes; under torchrun "
+                            "leave it out (torchrun's --nproc_per_node says how many)")
+        distributed.launch(args.procs, without_option(args.argv, "--procs"))
+        return
     train(setup, options, resume_from=resume_from, weights=args.weights)
+
+
+def without_option(argv, option):
+    """`argv` less `option VALUE` and `option=VALUE` (or an abbreviation argparse took for it)."""
+    kept, skip_value = [], False
+    for token in argv:
+        flag, equals, _ = token.partition("=")
+        if skip_value:
+            skip_value = False
+        elif len(flag) > 2 and option.startswith(flag):
+            skip_value = not equals
+        else:
+            kept.append(token)
+    return kept
 
 
 def add_plot(commands):
@@ -112,7 +137,8 @@ def add_predict(commands):
                                   "videos with a trained model")
     command.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image or video files, folders of them, or glob patterns")
-    command.add_argument("--model", help="the .model to use (default: the newest snapshot of "
+    command.add_argument("--model", help="the .model (or .caffemodel, with the .prototxt of its "
+                         "name beside it) to use (default: the newest snapshot of "
                          "configs/fsrcnn_solver.yaml's run, else results/models/fsrcnn_x3.model)")
     command.add_argument("--scale", type=positive_int(2),
                          help="the upscaling factor; must be the model's")
@@ -156,7 +182,8 @@ def add_test(commands):
     from runner import evaluate
     command = commands.add_parser("test", help="PSNR and SSIM of bicubic and a model on "
                                   "benchmark sets, by the papers' protocol")
-    command.add_argument("--model", help="the .model to score (without it: bicubic only)")
+    command.add_argument("--model", help="the .model (or .caffemodel) to score (without it: "
+                         "bicubic only)")
     command.add_argument("--bicubic-only", action="store_true",
                          help="score bicubic alone (the published baseline)")
     command.add_argument("--sets", type=comma_list(), default=list(evaluate.DEFAULT_SETS),
@@ -205,7 +232,7 @@ def add_inspect(commands):
     from runner import inspect
     command = commands.add_parser("inspect", help="what a .model or .solverstate holds: "
                                   "iteration, solver, layers, weights, checksums")
-    command.add_argument("file", metavar="FILE", help="a .model or .solverstate")
+    command.add_argument("file", metavar="FILE", help="a .model, .caffemodel or .solverstate")
     command.add_argument("--input", type=image_size, default=inspect.DEFAULT_INPUT_SIZE,
                          help="HxW of the input the layer table is computed for (default: "
                          f"{'x'.join(map(str, inspect.DEFAULT_INPUT_SIZE))})")
@@ -215,6 +242,23 @@ def add_inspect(commands):
 def run_inspect(args):
     from runner import inspect
     print(inspect.format_report(inspect.inspect_file(args.file, args.input)))
+
+
+def add_export(commands):
+    from runner import export
+    command = commands.add_parser("export", help="write a model in another framework's files "
+                                  "(caffe: deploy .prototxt and .caffemodel)")
+    command.add_argument("model", metavar="MODEL", help="the .model (or .caffemodel) to export")
+    command.add_argument("--format", choices=sorted(export.FORMATS), default="caffe",
+                         help="what to write (default: %(default)s)")
+    command.add_argument("--out", help="output folder (default: the model's)")
+    command.set_defaults(run=run_export)
+
+
+def run_export(args):
+    from runner import export
+    for path in export.export(args.model, args.out, args.format):
+        print(f"wrote {path}")
 
 
 def add_time(commands):
@@ -251,7 +295,8 @@ def add_schema(commands):
 def build_parser():
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    for add in (add_train, add_plot, add_schema, add_predict, add_test, add_inspect, add_time):
+    for add in (add_train, add_plot, add_schema, add_predict, add_test, add_inspect, add_export,
+                add_time):
         add(commands)
     return parser
 
@@ -259,6 +304,7 @@ def build_parser():
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
+        args.argv = sys.argv[1:] if argv is None else list(argv)
         args.run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -5,10 +5,10 @@ top of each data layer becomes an `Input` blob of a given shape, the label goes,
 and so does every layer that depends on a removed blob.
 The result is a NetParameter like any other (a Caffe export writes it as deploy.prototxt).
 
-`load_for_inference` turns a `.model` file into an `InferenceModel`: the deploy net with the
-trained weights, its input and output blobs, its upscaling factor and the geometry the tiled
-runner (`runner/tiles.py`) needs: how the output lines up with the input and how far its
-receptive field reaches.
+`load_for_inference` turns a `.model` file (or a `.caffemodel`, runner/caffe_model.py) into an
+`InferenceModel`: the deploy net with the trained weights, its input and output blobs, its
+upscaling factor and the geometry the tiled runner (`runner/tiles.py`) needs: how the output
+lines up with the input and how far its receptive field reaches.
 """
 import math
 from dataclasses import dataclass, replace
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from runner import config, net, schema, snapshot
+from runner import caffe_model, config, net, schema
 from runner.errors import UserError
 
 # The shape a deploy net is built and checked for; it runs on any image size at run time.
@@ -169,18 +169,16 @@ class InferenceModel:
 
 def model_net(path, model=None):
     """The NetParameter a .model file was trained with (its stored net text)."""
-    model = model or snapshot.load_model(path)
+    model = model or caffe_model.read_model(path)
     if not model.net_text:
         raise UserError(path, "holds no net description (not made by runner train?)")
     return config.parse_config(schema.NetParameter, model.net_text,
                                model.net_source or "net.yaml")
 
 
-def load_for_inference(model_path, device="cpu", scale=None):
-    """An InferenceModel from a `.model` file. `scale`, when given, must be the model's; a net
-    without a final Deconvolution (SRCNN) needs it, since its scale lives in its data."""
-    path = Path(model_path)
-    model = snapshot.load_model(path)
+def trained_deploy_net(path, model):
+    """(trained NetParameter, its deploy NetParameter, the deploy Net holding the model's
+    weights), every parameter blob checked to be in the file with the net's shape."""
     trained = model_net(path, model)
     deploy = deploy_net(trained, source=str(path))
     module = net.Net(deploy, "TEST", source=str(path))
@@ -189,6 +187,15 @@ def load_for_inference(model_path, device="cpu", scale=None):
     missing = sorted(set(module.blobs_by_layer()) - set(copied))
     if missing:
         raise UserError(path, f"holds no weights for layer {missing[0]!r}")
+    return trained, deploy, module
+
+
+def load_for_inference(model_path, device="cpu", scale=None):
+    """An InferenceModel from a `.model` file. `scale`, when given, must be the model's; a net
+    without a final Deconvolution (SRCNN) needs it, since its scale lives in its data."""
+    path = Path(model_path)
+    model = caffe_model.read_model(path)
+    trained, deploy, module = trained_deploy_net(path, model)
     geometry = measure_geometry(deploy, module, str(path))
     if geometry.factor > 1 and scale not in (None, geometry.factor):
         raise UserError(path, f"is a x{geometry.factor} model, but --scale {scale} was asked")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from runner import config, deploy, net, schema, snapshot
+from runner import caffe_model, config, deploy, net, schema, snapshot
 from runner.errors import UserError
 
 DEFAULT_INPUT_SIZE = deploy.DEFAULT_INPUT_SIZE
@@ -63,7 +63,9 @@ def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, weights=None
     blobs = module.blobs_by_layer()
     shapes, rows = {}, []
     counts = {"weights": 0, "biases": 0, "slopes": 0}
-    for (name, type_, top_shapes, parameters), layer in zip(module.output_shapes(),
+    # an Input layer (a deploy prototxt's) keeps its own shape in the deploy net: give it ours
+    given = {deploy.input_blob(deployed, source): (1, 1, *input_size)}
+    for (name, type_, top_shapes, parameters), layer in zip(module.output_shapes(given),
                                                              module.layer_params):
         operations = 0
         if layer.type in CONVOLUTIONS:
@@ -106,7 +108,7 @@ class SolverstateReport:
 
 
 def inspect_model(path, input_size=DEFAULT_INPUT_SIZE):
-    model = snapshot.load_model(path)
+    model = caffe_model.read_model(path)
     summary = summarize_net(deploy.model_net(path, model), str(path), input_size, model.blobs)
     return ModelReport(Path(path), snapshot.file_sha256(path), Path(path).stat().st_size,
                        model.iteration, replace(summary, source=model.net_source))
@@ -126,7 +128,8 @@ def inspect_solverstate(path, input_size=DEFAULT_INPUT_SIZE):
                              present, matches, summary)
 
 
-INSPECTORS = {".model": inspect_model, ".solverstate": inspect_solverstate}
+INSPECTORS = {".model": inspect_model, caffe_model.SUFFIX: inspect_model,
+              ".solverstate": inspect_solverstate}
 
 
 def inspect_file(path, input_size=DEFAULT_INPUT_SIZE):

@@ -64,10 +64,10 @@ class BlobShape:
 class BlobProto:
     shape: BlobShape = option(7, BlobShape, "the blob's shape")
     data: list = option(5, "float", "the values, row-major", repeated=True, packed=True)
-    num: int = option(1, "int64", "legacy 4-D shape: N", 0)
-    channels: int = option(2, "int64", "legacy 4-D shape: C", 0)
-    height: int = option(3, "int64", "legacy 4-D shape: H", 0)
-    width: int = option(4, "int64", "legacy 4-D shape: W", 0)
+    num: int = option(1, "int32", "legacy 4-D shape: N", 0)
+    channels: int = option(2, "int32", "legacy 4-D shape: C", 0)
+    height: int = option(3, "int32", "legacy 4-D shape: H", 0)
+    width: int = option(4, "int32", "legacy 4-D shape: W", 0)
 
 
 FILLER_TYPES = ("constant", "gaussian", "msra", "xavier", "uniform", "bilinear")
@@ -246,8 +246,12 @@ class PrepConfig:
     stride: int = option(None, "int32", "training subimage stride, in HR pixels", 19, minimum=1)
     test_stride: int = option(None, "int32", "test subimage stride, in HR pixels", 21,
                               minimum=1)
-    lr_padding: int = option(None, "int32", "zero padding around each LR subimage (2 gives the "
-                             "authors' 11x11 input)", 0, minimum=0)
+    lr_padding: int = option(None, "int32", "zero padding around each input subimage (the "
+                             "tutorial's option)", 0, minimum=0)
+    lr_context: int = option(None, "int32", "pixels of the real image kept around each input "
+                             "subimage (the authors' recipe: 2 gives 11x11 LR inputs for 21x21 "
+                             "labels; windows without that much image around them are skipped)",
+                             0, minimum=0)
     input: str = option(None, "string", "lr: the downscaled image (FSRCNN); bicubic: it "
                         "upscaled back to HR size (SRCNN)", "lr", choices=("lr", "bicubic"))
     label_border: int = option(None, "int32", "pixels cropped from each side of the label "
@@ -339,18 +343,23 @@ def _convert_one(kind, meta, value, source, path):
     return _check_scalar(value, kind, meta["choices"], meta["minimum"], source, path)
 
 
+def field_default(key):
+    """A dataclass field's default value (messages have theirs from a factory)."""
+    if key.default_factory is not dataclasses.MISSING:
+        return key.default_factory()
+    return key.default
+
+
 def to_mapping(message, *, include_defaults=False):
     """A message as plain data (for YAML dumps and snapshots); keys left at default omitted."""
     result = {}
     for key in keys(type(message)):
         value = getattr(message, key.name)
-        default = type(message).__dataclass_fields__[key.name]
+        is_default = value in ([], None) or value == field_default(key)
         if is_message(key.metadata["kind"]):
             value = ([to_mapping(item, include_defaults=include_defaults) for item in value]
                      if key.metadata["repeated"]
                      else to_mapping(value, include_defaults=include_defaults))
-        is_default = (value in ([], {}, None) or
-                      (default.default is not dataclasses.MISSING and value == default.default))
         if include_defaults or not is_default:
             result[key.name] = value
     return result

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner import lr_policy, snapshot, update_rules
+from runner import caffe_model, distributed, lr_policy, snapshot, update_rules
 from runner.data import HDF5Feeder
 from runner.errors import UserError
 from runner.net import Net
@@ -54,14 +54,17 @@ class Solver:
         self.setup = setup
         self.param = setup.solver
         self.options = options
-        self.device = choose_device(self.param, options.device)
-        seed = seed_of(self.param)
+        self.processes = distributed.Processes(choose_device(self.param, options.device))
+        self.device = self.processes.device
+        seed = self.processes.same_on_all(seed_of(self.param))
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         source = setup.net_sources[0][0]
         self.net = Net(setup.train_net, "TRAIN", source, generator).to(self.device)
         self.test_nets = [Net(net, "TEST", source).to(self.device) for net in setup.test_nets]
-        self.train_feeders = [HDF5Feeder(layer, seed) for layer in self.net.data_layers]
+        self.train_feeders = [HDF5Feeder(layer, seed, self.processes.rank,
+                                         self.processes.world_size)
+                              for layer in self.net.data_layers]
         self.test_feeders = [[HDF5Feeder(layer, seed) for layer in test_net.data_layers]
                              for test_net in self.test_nets]
         self.update_rule = update_rules.make_update_rule(
@@ -69,6 +72,7 @@ class Solver:
             [(blob, lr_mult, decay_mult) for _, _, blob, lr_mult, decay_mult
              in self.net.learnable_blobs()],
             self.param)
+        self.trainer = self.processes.wrap(self.net)
         self.iteration = 0
         self.last_snapshot = None
         self.requested = None
@@ -83,7 +87,7 @@ class Solver:
 
     def copy_weights(self, model_path):
         """Fine-tuning (`--weights`): copy every layer whose name matches, shapes checked."""
-        model = snapshot.load_model(model_path)
+        model = caffe_model.read_model(model_path, need_net=False)
         tensors = {layer: [torch.from_numpy(blob) for blob in blobs]
                    for layer, blobs in model.blobs.items()}
         return self.net.copy_from(tensors, model_path)
@@ -91,6 +95,9 @@ class Solver:
     def snapshot(self):
         model_path, state_path = snapshot.snapshot_paths(self.param.snapshot_prefix,
                                                          self.iteration)
+        if self.processes.rank != 0:   # the others hold the same weights and history
+            self.last_snapshot = state_path
+            return
         snapshot.save_model(model_path, self.model_file())
         state = snapshot.SolverState(
             iteration=self.iteration, learned_net=model_path.name,
@@ -151,7 +158,7 @@ class Solver:
         """Loss averaged over iter_size batches; gradients accumulated (Caffe's ForwardBackward)."""
         total = 0.0
         for _ in range(self.param.iter_size):
-            loss = self.net.loss(self.net.forward(self._batch(self.train_feeders)))
+            loss = self.net.loss(self.trainer(self._batch(self.train_feeders)))
             loss.backward()
             total += loss.item()
         return total / self.param.iter_size
@@ -165,11 +172,12 @@ class Solver:
             if self._test_due():
                 self.test_all()
             self.net.zero_grad(set_to_none=True)
-            loss = self.forward_backward()
+            loss = self.processes.mean(self.forward_backward())
             if not math.isfinite(loss):
                 kept = self.last_snapshot or "none was taken"
                 raise UserError(self.setup.solver_source, f"iteration {self.iteration}: loss "
-                                f"is {loss}; training stopped (last good snapshot: {kept})")
+                                f"is {loss}; training stopped (last good snapshot: {kept}); "
+                                "a lower base_lr or a clip_gradients bound keeps steps finite")
             losses.append(loss)
             rate = lr_policy.learning_rate(self.param, self.iteration)
             if self.param.display and self.iteration % self.param.display == 0:
@@ -222,6 +230,8 @@ class Solver:
         return loss, psnr
 
     def test_all(self):
+        if self.processes.rank != 0:   # as Caffe, which tests on the root solver only
+            return
         for index in range(len(self.test_nets)):
             self.log.line(f"Iteration {self.iteration}, Testing net (#{index})")
             loss, psnr = self.test(index)
@@ -234,8 +244,9 @@ class Solver:
         """Caffe's Solver::Solve: step to max_iter, then the final snapshot, display and test."""
         self.run_started = time.time()
         self.log = TrainLog(self.param.snapshot_prefix, self.iteration, self.param.max_iter,
-                            self.options.log)
-        self.log.line(f"Solving {self.setup.train_net.name or 'net'} on {self.device}, "
+                            self.options.log and self.processes.rank == 0)
+        self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
+                      f"{self.processes.describe()}, "
                       f"from iteration {self.iteration} to {self.param.max_iter}")
         previous = self._install_signal_handlers()
         try:
@@ -274,6 +285,7 @@ class Solver:
     def _take_request(self):
         """The action a signal asked for: SIGINT's snapshot means snapshot, then stop."""
         number, self.requested = self.requested, None
+        number = self.processes.agreed_signal(number)
         if number is None:
             return None
         effect = (self.options.sigint_effect if number == signal.SIGINT
@@ -293,4 +305,5 @@ def train(setup, options=TrainOptions(), resume_from=None, weights=None):
     elif weights is not None:
         solver.copy_weights(weights)
     solver.solve()
+    solver.processes.close()
     return solver

@@ -140,3 +140,36 @@ def test_schema_choices_match_the_implementations():
     from runner import lr_policy, update_rules
     assert set(schema.LR_POLICIES) == set(lr_policy.POLICIES)
     assert set(schema.SOLVER_TYPES) == set(update_rules.UPDATE_RULES)
+
+
+SHIPPED_SOLVERS = sorted((ROOT / "configs").glob("*_solver.*"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SOLVERS, ids=lambda path: path.name)
+def test_shipped_solvers_and_their_nets_load(path):
+    setup = config.load_solver(path)
+    assert setup.train_net.layer and setup.solver.snapshot_prefix.startswith("results/runs/")
+
+
+def test_shipped_yaml_and_prototxt_solvers_agree():
+    from_yaml, from_proto = (config.load_solver(ROOT / "configs" / f"fsrcnn_solver.{suffix}")
+                             for suffix in ("yaml", "prototxt"))
+    assert from_yaml.solver == schema.SolverParameter(
+        **{**vars(from_proto.solver), "net": "fsrcnn_net.yaml"})
+
+
+def test_mappings_omit_what_is_at_its_default():
+    prelu = schema.from_mapping(schema.LayerParameter, {"type": "PReLU"}, "n.yaml")
+    assert schema.to_mapping(prelu) == {"type": "PReLU"}
+    zero_slope = schema.from_mapping(
+        schema.LayerParameter, {"type": "PReLU", "prelu_param": {"filler": {}}}, "n.yaml")
+    assert zero_slope.prelu_param.filler.value == 0
+    assert schema.from_mapping(schema.LayerParameter, schema.to_mapping(zero_slope),
+                               "n.yaml") == zero_slope
+
+
+def test_demo_resume_solver_only_raises_max_iter():
+    first, more = (config.load_solver(ROOT / "configs" / name).solver
+                   for name in ("demo_solver.yaml", "demo_solver_more.yaml"))
+    assert more.max_iter > first.max_iter and first.max_iter % first.snapshot == 0
+    assert schema.SolverParameter(**{**vars(more), "max_iter": first.max_iter}) == first

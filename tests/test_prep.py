@@ -191,6 +191,20 @@ def test_lr_padding_surrounds_the_lr_subimage_with_zeros(colour_data, tmp_path):
     assert np.array_equal(padded_ground, ground)
 
 
+def test_lr_context_keeps_the_image_around_the_lr_subimage(tmp_path):
+    # 66x60 at x3: LR 22x20. HR rows 0, 18, 36 and cols 0, 18, 36 start LR windows at 0, 6, 12;
+    # two pixels of context on each side keep LR rows 6, 12 (12 + 7 + 2 <= 22) and col 6.
+    root = tmp_path / "data"
+    make_dataset(root, "Colour", {"a.png": smooth_colour_image(66, 60)})
+    (context, ground, attributes), _ = prep_colour(root, tmp_path / "context", lr_context=2)
+    hr = modcrop(matlab_y(cv2.imread(str(root / "Colour" / "a.png"))), 3)
+    lr = to_uint8(imresize(hr, 1 / 3))
+    assert context.shape == (2, 1, 11, 11) and attributes["lr_context"] == 2
+    for index, row in enumerate((6, 12)):
+        assert np.allclose(context[index, 0] * 255, lr[row - 2:row + 9, 4:15], atol=1e-4)
+        assert np.array_equal(ground[index, 0] * 255, hr[3 * row:3 * row + 21, 18:39])
+
+
 def test_srcnn_input_is_the_bicubic_upscale_and_the_label_its_centre(colour_data, tmp_path):
     (inputs, ground, _), _ = prep_colour(colour_data, tmp_path / "srcnn", input="bicubic",
                                          lr_size=33, hr_size=33, label_border=6, stride=14)
@@ -216,6 +230,7 @@ def test_offsets_snap_to_the_lr_grid_and_skip_too_small_axes():
     ({"label_border": 11}, "leaves nothing"),
     ({"augment_scales": [1.5]}, "not a downscale"),
     ({"test_sets": []}, "at least one dataset"),
+    ({"lr_context": 2, "degradation": "tutorial"}, "no image around it"),
 ])
 def test_inconsistent_sizes_are_user_errors(keys, problem):
     with pytest.raises(UserError, match=re.escape(problem)):

@@ -235,10 +235,10 @@ def test_fine_tune_copies_layers_by_name(tmp_path):
 
 
 def test_fsrcnn_from_configs_learns_on_t91(tmp_path):
-    """The shipped FSRCNN net and the demo solver on the real prepared T91 set."""
-    prepared = run_cli("--config", "configs/prep_x3.yaml", module="prep")
+    """The demo solver and its net (the shipped model's) on the real prepared T91 set."""
+    prepared = run_cli("--config", "configs/prep_x3_paper.yaml", module="prep")
     assert prepared.returncode == 0, prepared.stderr
-    net_file = ROOT / "configs" / "fsrcnn_net.yaml"
+    net_file = ROOT / "configs" / "fsrcnn_x3_net.yaml"
     solver_text = (ROOT / "configs" / "demo_solver.yaml").read_text()
     for key, value in {"test_iter": "[2]", "test_interval": "300", "display": "100",
                        "max_iter": "300", "snapshot": "0",
@@ -247,7 +247,7 @@ def test_fsrcnn_from_configs_learns_on_t91(tmp_path):
                                 for line in solver_text.splitlines())
     setup = config.solver_setup_from_texts(
         str(ROOT / "configs" / "demo_solver.yaml"), solver_text,
-        [("fsrcnn_net.yaml", net_file.read_text())])
+        [(net_file.name, net_file.read_text())])
     before_loss, before_psnr = Solver(setup, QUIET).test(0)
     after_loss, after_psnr = train(setup, QUIET).test(0)
     assert after_loss < 0.5 * before_loss and after_psnr > before_psnr + 3

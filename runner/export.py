@@ -1,0 +1,44 @@
+"""`runner export MODEL --format caffe`: a trained model as another framework's files.
+
+caffe: `<stem>.prototxt`, the deploy net (runner/deploy.py: an Input layer in place of the data
+layer, no loss), and `<stem>.caffemodel`, its weights (runner/caffe_model.py); the pair that
+Caffe's tools and OpenCV's `cv2.dnn.readNetFromCaffe` load, and that `--model`, `--weights` and
+`inspect` read back.
+"""
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from runner import caffe_model, caffe_proto, deploy, outputs
+from runner.errors import UserError
+
+
+def caffe_files(model_path, model):
+    """{suffix: contents} of the Caffe pair for a loaded ModelFile: the blobs the deploy net
+    holds once the model's weights are copied in (so they are checked to fit it)."""
+    _, deployed, module = deploy.trained_deploy_net(model_path, model)
+    blobs = {layer: [blob.detach().numpy() for blob in layer_blobs]
+             for layer, layer_blobs in module.blobs_by_layer().items()}
+    header = f"# The deploy net of {Path(model_path).name}, written by `runner export`.\n"
+    return {caffe_model.NET_SUFFIX: header + text_format.MessageToString(
+                caffe_proto.from_schema(deployed)),
+            caffe_model.SUFFIX: caffe_model.to_caffemodel(deployed, blobs)}
+
+
+# format name -> the files it writes, {suffix: contents}, for (model path, ModelFile)
+FORMATS = {"caffe": caffe_files}
+
+
+def export(model_path, out_dir=None, format_name="caffe"):
+    """Write the model's files in `format_name` to `out_dir` (default: beside the model), named
+    after it, all or nothing; returns their paths. An output never replaces an input."""
+    model_path = Path(model_path)
+    model = caffe_model.read_model(model_path)
+    files = FORMATS[format_name](model_path, model)
+    folder = outputs.writable_folder(model_path.parent if out_dir is None else out_dir)
+    contents = {folder / f"{model_path.stem}{suffix}": data for suffix, data in files.items()}
+    inputs = {model_path.resolve(), Path(model.net_source).resolve()}
+    for path in contents:
+        if path.resolve() in inputs:
+            raise UserError(path, "is an input of this export: give another --out")
+    return outputs.write_files(contents)
