@@ -28,7 +28,7 @@ prep: install
 DEMO_RUN := results/runs/demo/fsrcnn
 DEMO_IMAGE := $(SR_DATA)/Set5/butterfly_GT.bmp
 demo: install
-	$(BIN)/python -m prep --config configs/prep_x3_paper.yaml
+	$(BIN)/python -m prep --config configs/prep_x3_valid.yaml
 	rm -f $(DEMO_RUN)_*
 	$(BIN)/runner train --solver configs/demo_solver.yaml
 	$(BIN)/runner train --solver configs/demo_solver_more.yaml \
@@ -39,7 +39,7 @@ demo: install
 	$(BIN)/runner plot $(DEMO_RUN)
 	@echo
 	@echo "make demo wrote:"
-	@echo "  data:       results/data/x3_paper/{train,test}.h5"
+	@echo "  data:       results/data/x3_valid/{train,test}.h5"
 	@echo "  snapshots:  $(DEMO_RUN)_iter_{500,1000,1500,2000}.{model,solverstate}"
 	@echo "  logs:       $(DEMO_RUN)_train.log, $(DEMO_RUN)_log.jsonl, curves $(DEMO_RUN)_curves.png"
 	@echo "  butterfly:  results/predict/demo/ (figure, network and bicubic PNGs)"
@@ -47,6 +47,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Ours against the usual PyTorch loop and OpenCV dnn_superres, side by side: results/bench.md.
+# Runs `make prep` first if its data is missing. BENCH_THREADS=2 on an idle machine.
+BENCH_THREADS ?= 1
+bench: install
+	$(BIN)/python -m runner.bench --threads $(BENCH_THREADS)
 
 clean:
 	rm -rf $(VENV) results/data results/runs

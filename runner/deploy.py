@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from runner import caffe_model, config, net, schema
+from runner import caffe_model, config, fast_paths, net, schema
 from runner.errors import UserError
 
 # The shape a deploy net is built and checked for; it runs on any image size at run time.
@@ -204,6 +204,8 @@ def load_for_inference(model_path, device="cpu", scale=None):
                         "Deconvolution), so its scale is not in the file: give --scale")
     module.eval().requires_grad_(False)
     device = torch_device(device)
-    return InferenceModel(module.to(device), input_blob(deploy, str(path)), output_blob(deploy),
+    fast_paths.keep_freed_memory()
+    module = fast_paths.preferred_layout(module.to(device), device)
+    return InferenceModel(module, input_blob(deploy, str(path)), output_blob(deploy),
                           scale or geometry.factor, geometry, trained.name or path.stem, path,
                           model.iteration, device)

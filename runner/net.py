@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runner import fillers, schema
+from runner import fast_paths, fillers, schema
 from runner.data import read_source_list
 from runner.errors import UserError
 
@@ -126,8 +126,9 @@ class Deconvolution(Convolution):
         return stride * (size - 1) + kernel_extent - 2 * pad
 
     def forward(self, bottom):
-        return (F.conv_transpose2d(bottom, self.weight, self.bias, self.stride, self.pad, 0,
-                                   self.group, self.dilation),)
+        # the same result as F.conv_transpose2d, computed as a sub-pixel convolution
+        return (fast_paths.conv_transpose2d(bottom, self.weight, self.bias, self.stride,
+                                            self.pad, self.dilation, self.group),)
 
 
 class PReLU(Layer):

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner import caffe_model, distributed, lr_policy, snapshot, update_rules
+from runner import (caffe_model, distributed, fast_paths, lr_policy, snapshot,
+                    update_rules)
 from runner.data import HDF5Feeder
 from runner.errors import UserError
 from runner.net import Net
@@ -60,8 +61,11 @@ class Solver:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         source = setup.net_sources[0][0]
-        self.net = Net(setup.train_net, "TRAIN", source, generator).to(self.device)
-        self.test_nets = [Net(net, "TEST", source).to(self.device) for net in setup.test_nets]
+        self.net = fast_paths.preferred_layout(
+            Net(setup.train_net, "TRAIN", source, generator).to(self.device), self.device)
+        self.test_nets = [fast_paths.preferred_layout(Net(net, "TEST", source).to(self.device),
+                                                      self.device)
+                          for net in setup.test_nets]
         self.train_feeders = [HDF5Feeder(layer, seed, self.processes.rank,
                                          self.processes.world_size)
                               for layer in self.net.data_layers]

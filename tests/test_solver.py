@@ -236,7 +236,7 @@ def test_fine_tune_copies_layers_by_name(tmp_path):
 
 def test_fsrcnn_from_configs_learns_on_t91(tmp_path):
     """The demo solver and its net (the shipped model's) on the real prepared T91 set."""
-    prepared = run_cli("--config", "configs/prep_x3_paper.yaml", module="prep")
+    prepared = run_cli("--config", "configs/prep_x3_valid.yaml", module="prep")
     assert prepared.returncode == 0, prepared.stderr
     net_file = ROOT / "configs" / "fsrcnn_x3_net.yaml"
     solver_text = (ROOT / "configs" / "demo_solver.yaml").read_text()

@@ -1,0 +1,222 @@
+"""The fast paths (runner/fast_paths.py) compute what the plain layers compute, and the bench's
+pieces (runner/bench.py) run, on tiny sizes (nothing here is timed)."""
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import tiny_run, write_h5
+from prep import datasets, matlab
+from runner import bench, config, deploy, fast_paths, net, schema, tiles
+from sr_models import ROOT, save_initial_model, stronger_deconvolution
+
+BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
+# fp32 results of the fast and the plain computation may differ by rounding only
+TOLERANCE = 1e-5
+
+
+def plain_conv_transpose2d(bottom, weight, bias, stride, pad, dilation=(1, 1), group=1):
+    return F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation)
+
+
+def max_difference(first, second):
+    return (first - second).abs().max().item()
+
+
+# --------------------------------------------------------------------------- the deconvolution
+
+# (kernel, stride, pad): FSRCNN x3 (7 -> 21), x2 and x4 variants, stride 1, a kernel smaller
+# than its stride, asymmetric conv padding (x4, pad 3: 2 LR pixels before, 1 after)
+GEOMETRIES = [(9, 3, 3), (9, 2, 4), (9, 4, 3), (9, 4, 2), (9, 3, 4), (5, 1, 2), (2, 3, 0),
+              (3, 3, 1), (4, 2, 1), (9, 3, 0)]
+
+
+@pytest.mark.parametrize("kernel, stride, pad", GEOMETRIES)
+@pytest.mark.parametrize("group", [1, 2])
+def test_subpixel_deconvolution_equals_conv_transpose2d(kernel, stride, pad, group):
+    generator = torch.Generator().manual_seed(kernel * 100 + stride * 10 + pad)
+    bottom = torch.randn(2, 4, 7, 6, generator=generator, requires_grad=True)
+    weight = torch.randn(4, 4 // group, kernel, kernel, generator=generator,
+                         requires_grad=True)
+    bias = torch.randn(4, generator=generator, requires_grad=True)
+    arguments = (bottom, weight, bias, (stride, stride), (pad, pad), (1, 1), group)
+    assert fast_paths.subpixel_geometry(kernel, stride, pad) is not None
+    fast, plain = fast_paths.conv_transpose2d(*arguments), plain_conv_transpose2d(*arguments)
+    assert fast.shape == plain.shape
+    assert max_difference(fast, plain) < TOLERANCE
+    # training goes through it too: the gradients of input, weights and bias agree
+    top_grad = torch.randn(plain.shape, generator=generator)
+    fast_grads = torch.autograd.grad(fast, (bottom, weight, bias), top_grad)
+    plain_grads = torch.autograd.grad(plain, (bottom, weight, bias), top_grad)
+    for fast_grad, plain_grad in zip(fast_grads, plain_grads):
+        assert max_difference(fast_grad, plain_grad) < TOLERANCE * plain_grad.abs().max()
+
+
+def test_rectangular_kernels_strides_and_pads():
+    generator = torch.Generator().manual_seed(1)
+    bottom = torch.randn(1, 3, 5, 6, generator=generator)
+    weight = torch.randn(3, 2, 7, 5, generator=generator)
+    bias = torch.randn(2, generator=generator)
+    for stride, pad in (((2, 3), (1, 2)), ((3, 1), (3, 0)), ((4, 2), (2, 4))):
+        fast = fast_paths.conv_transpose2d(bottom, weight, bias, stride, pad)
+        assert max_difference(fast, plain_conv_transpose2d(bottom, weight, bias, stride,
+                                                           pad)) < TOLERANCE
+
+
+def test_what_the_rewrite_cannot_do_falls_back_to_the_plain_layer():
+    # a pad beyond the kernel needs negative padding; dilation interleaves the taps
+    assert fast_paths.subpixel_geometry(3, 2, 3) is None
+    bottom, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
+    for stride, pad, dilation in (((2, 2), (3, 3), (1, 1)), ((2, 2), (1, 1), (2, 2))):
+        fast = fast_paths.conv_transpose2d(bottom, weight, None, stride, pad, dilation)
+        assert torch.equal(fast, plain_conv_transpose2d(bottom, weight, None, stride, pad,
+                                                        dilation))
+
+
+def test_subpixel_weights_put_each_tap_at_its_phase():
+    # stride 3, kernel 9: phase r of the output takes kernel taps r, r + 3, r + 6, reversed
+    weight = torch.arange(81.0).reshape(1, 1, 9, 9)
+    converted, bias = fast_paths.subpixel_weights(weight, torch.tensor([5.0]), (3, 3))
+    assert converted.shape == (9, 1, 3, 3) and torch.equal(bias, torch.full((9,), 5.0))
+    row_phase, column_phase = 1, 2
+    expected = weight[0, 0][[7, 4, 1]][:, [8, 5, 2]]
+    assert torch.equal(converted[row_phase * 3 + column_phase, 0], expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pixel_shuffle_is_torchs(memory_format):
+    phases = torch.randn(2, 18, 5, 7).contiguous(memory_format=memory_format)
+    assert torch.equal(fast_paths.pixel_shuffle(phases, (3, 3)), F.pixel_shuffle(phases, 3))
+    # rectangular: output pixel (h * 2 + i, w * 3 + j) of channel c is input channel c*6 + i*3 + j
+    shuffled = fast_paths.pixel_shuffle(phases, (2, 3))
+    assert shuffled.shape == (2, 3, 10, 21)
+    assert shuffled[1, 2, 4 * 2 + 1, 5 * 3 + 2] == phases[1, 2 * 6 + 1 * 3 + 2, 4, 5]
+
+
+# --------------------------------------------------------------------------- whole nets
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return save_initial_model(tmp_path_factory.mktemp("fast") / "random.model",
+                              edit=stronger_deconvolution)
+
+
+def convolution_weights(module):
+    return [layer.weight for layer in module.layers if isinstance(layer, net.Convolution)]
+
+
+def test_inference_model_uses_channels_last_on_the_cpu_unless_disabled(model_file):
+    weights = convolution_weights(deploy.load_for_inference(model_file).net)
+    assert weights and all(weight.is_contiguous(memory_format=torch.channels_last)
+                           for weight in weights)
+    with fast_paths.disabled():
+        plain = convolution_weights(deploy.load_for_inference(model_file).net)
+    assert all(weight.is_contiguous() for weight in plain)
+
+
+def test_disabled_is_the_plain_layer_and_ends_with_its_block():
+    bottom, weight = torch.randn(1, 2, 5, 5), torch.randn(2, 1, 9, 9)
+    with fast_paths.disabled():
+        plain = fast_paths.conv_transpose2d(bottom, weight, None, (3, 3), (3, 3))
+    assert torch.equal(plain, plain_conv_transpose2d(bottom, weight, None, (3, 3), (3, 3)))
+    fast = fast_paths.conv_transpose2d(bottom, weight, None, (3, 3), (3, 3))
+    assert not torch.equal(fast, plain) and max_difference(fast, plain) < TOLERANCE
+
+
+def test_fast_prediction_of_a_set5_image_equals_the_plain_layers(model_file):
+    y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr") / 255.0
+    fast = tiles.super_resolve(deploy.load_for_inference(model_file), y)
+    with fast_paths.disabled():
+        plain = tiles.super_resolve(deploy.load_for_inference(model_file), y)
+    assert fast.shape == (768, 768) and plain.std() > 0.05
+    assert np.abs(fast - plain).max() < TOLERANCE
+
+
+def test_fast_training_step_equals_the_plain_layers():
+    """One forward/backward of the FSRCNN train net: loss and every gradient agree."""
+    param = config.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
+    shapes = {"data": (16, 1, 7, 7), "label": (16, 1, 21, 21)}
+    generator = torch.Generator().manual_seed(3)
+    batch = {name: torch.rand(shape, generator=generator) for name, shape in shapes.items()}
+
+    def gradients():
+        train = fast_paths.preferred_layout(net.Net(
+            param, "TRAIN", input_shapes=shapes, generator=torch.Generator().manual_seed(0)),
+            "cpu")
+        train.blobs_by_layer()["deconv"][0].data *= 30      # outputs of a useful size
+        loss = train.loss(train.forward(batch))
+        loss.backward()
+        return loss, [blob.grad for _, _, blob, _, _ in train.learnable_blobs()]
+
+    fast_loss, fast_grads = gradients()
+    with fast_paths.disabled():
+        plain_loss, plain_grads = gradients()
+    assert abs(fast_loss.item() - plain_loss.item()) < TOLERANCE * plain_loss.item()
+    for fast_grad, plain_grad in zip(fast_grads, plain_grads):
+        assert max_difference(fast_grad, plain_grad) < TOLERANCE * plain_grad.abs().max()
+
+
+def test_preferred_layout_and_kept_memory():
+    module = torch.nn.Conv2d(2, 3, 3)
+    assert fast_paths.preferred_layout(module, "cpu") is module
+    assert module.weight.is_contiguous(memory_format=torch.channels_last)
+    fast_paths.keep_freed_memory()
+    fast_paths.keep_freed_memory()       # once per process; a second call is harmless
+
+
+# --------------------------------------------------------------------------- the bench's pieces
+
+def test_training_cost_counts_the_papers_multiply_adds():
+    # FSRCNN(56,12,4): 12,464 multiply-adds per LR pixel forward (the paper); a 7x7 sample;
+    # backward: weight gradients 12,464 more, input gradients 12,464 less conv1's 5*5*56
+    param = config.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
+    cost = bench.training_cost(param, "fsrcnn_net.yaml", (7, 7))
+    assert cost.forward == 12_464 * 49
+    assert cost.backward == (2 * 12_464 - 5 * 5 * 56) * 49
+    assert cost.flops == 2 * 49 * (3 * 12_464 - 1_400)
+
+
+def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
+    solver = tiny_run(tmp_path)
+    sizes = bench.Sizes(repeats=1, batch=4, our_iterations=2, reference_batches=2,
+                        matmul_size=32, matmuls=1, image_size=12, frame_size=(6, 10),
+                        predictions=1, prep_runs=0, reference_workers=0)
+    results = bench.run(sizes, threads=1, solver_path=solver, log=lambda line: None)
+    assert all(value > 0 for values in results.training.values() for value in values)
+    assert results.cost.forward > 0 and results.peak[0] > 0
+    tasks = [task for task, _, _, _ in results.predictions]
+    assert tasks[0].startswith("FSRCNN x3, 12x12 -> 36x36")
+    text = bench.report(results)
+    for heading in ("## Training", "runner train / reference loop", "of the matmul peak",
+                    "torch.profiler", "## Super-resolving", "torch.set_num_threads(1)",
+                    "fast paths off"):
+        assert heading in text
+
+
+def test_reference_dataset_opens_the_file_per_sample(tmp_path):
+    path = write_h5(tmp_path / "set.h5", 5, seed=0)
+    dataset = bench.PerSampleHDF5(path)
+    low, high = dataset[3]
+    assert len(dataset) == 5 and low.shape == (1, 7, 7) and high.shape == (1, 21, 21)
+    model = bench.reference_fsrcnn()
+    assert model(torch.from_numpy(low)[None]).shape == (1, 1, 21, 21)
+
+
+def test_our_prediction_gives_the_8_bit_result(tmp_path):
+    path, _ = bench.model_file(tmp_path / "none.model", ROOT / "configs" / "fsrcnn_s_net.yaml",
+                               tmp_path)
+    model = deploy.load_for_inference(path)
+    frame = bench.sample_frame(6, 10)
+    assert bench.our_prediction(model, frame).shape == (18, 30, 3)
+    assert bench.our_prediction(model, bench.sample_image(8)).dtype == np.uint8
+    opencv = bench.opencv_model(*bench.OPENCV_FSRCNN_S)
+    if opencv is not None:
+        assert opencv.upsample(frame).shape == (18, 30, 3)
+
+
+def test_with_batch_size_sets_every_data_layer():
+    param = config.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
+    changed = bench.with_batch_size(param, 8)
+    assert [layer.hdf5_data_param.batch_size for layer in changed.layer
+            if layer.type == "HDF5Data"] == [8, 8]
