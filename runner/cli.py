@@ -94,6 +94,24 @@ def run_plot(args):
     print(f"wrote {plot_log(log_path, out)}")
 
 
+def add_ship(commands):
+    from runner import ship
+    command = commands.add_parser("ship", help="copy a run's model, with the configs, logs and "
+                                  "curves that made it, into results/models/")
+    command.add_argument("solverstate", metavar="SOLVERSTATE",
+                         help="the snapshot whose model to ship")
+    command.add_argument("--name", required=True, help="the shipped model's name (fsrcnn_x3)")
+    command.add_argument("--out", default=str(ship.DEFAULT_FOLDER),
+                         help="folder (default: %(default)s)")
+    command.set_defaults(run=run_ship)
+
+
+def run_ship(args):
+    from runner import ship
+    for path in ship.ship(args.solverstate, args.name, args.out):
+        print(f"wrote {path}")
+
+
 def positive_int(minimum):
     """An argparse type: an integer of at least `minimum`."""
     def parse(text):
@@ -295,7 +313,7 @@ def add_schema(commands):
 def build_parser():
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    for add in (add_train, add_plot, add_schema, add_predict, add_test, add_inspect, add_export,
+    for add in (add_train, add_plot, add_ship, add_schema, add_predict, add_test, add_inspect, add_export,
                 add_time):
         add(commands)
     return parser
