@@ -80,6 +80,7 @@ class Solver:
         self.iteration = 0
         self.last_snapshot = None
         self.requested = None
+        self.started_from = None      # a line for the log: what the weights were copied from
 
     # ------------------------------------------------------------------ weights and snapshots
 
@@ -94,7 +95,11 @@ class Solver:
         model = caffe_model.read_model(model_path, need_net=False)
         tensors = {layer: [torch.from_numpy(blob) for blob in blobs]
                    for layer, blobs in model.blobs.items()}
-        return self.net.copy_from(tensors, model_path)
+        copied = self.net.copy_from(tensors, model_path)
+        own = sorted(set(self.net.blobs_by_layer()) - set(copied))
+        self.started_from = (f"Copied layers {', '.join(copied)} from {model_path}"
+                             + (f"; {', '.join(own)} from their fillers" if own else ""))
+        return copied
 
     def snapshot(self):
         model_path, state_path = snapshot.snapshot_paths(self.param.snapshot_prefix,
@@ -252,6 +257,8 @@ class Solver:
         self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
                       f"{self.processes.describe()}, "
                       f"from iteration {self.iteration} to {self.param.max_iter}")
+        if self.started_from:
+            self.log.line(self.started_from)
         previous = self._install_signal_handlers()
         try:
             finished = self.step(self.param.max_iter - self.iteration)

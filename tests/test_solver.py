@@ -231,6 +231,8 @@ def test_fine_tune_copies_layers_by_name(tmp_path):
     solver = Solver(config.load_solver(tiny_run(tmp_path, 0, 0, prefix="ft/run")), QUIET)
     copied = solver.copy_weights(model_path)
     assert set(copied) == {"conv1", "prelu1", "conv2", "prelu2", "deconv"}
+    assert solver.started_from.startswith("Copied layers conv1, prelu1") and \
+        str(model_path) in solver.started_from and "filler" not in solver.started_from
     assert_same_weights(final_weights(source), final_weights(solver))
 
 
