@@ -29,8 +29,9 @@ def find_log(run_or_log):
                     "snapshot prefix)")
 
 
-def plot_log(log_path, out_path):
-    """Draw the curves of one log into a PNG; returns the PNG's path."""
+def plot_log(log_path, out_path, title=None):
+    """Draw the curves of one log into a PNG (titled `title`, else the log's run name);
+    returns the PNG's path."""
     try:
         records = read_records(log_path)
     except (OSError, ValueError) as error:
@@ -46,11 +47,14 @@ def plot_log(log_path, out_path):
     loss_axes.set_ylabel("training loss (Euclidean)")
     if test:
         psnr_axes.plot(*zip(*test), marker="o", markersize=3, color="tab:green")
+        # the untrained net's first test (near 5 dB) would flatten the curve that matters
+        trained = [psnr for _, psnr in test[1:]] or [test[0][1]]
+        psnr_axes.set_ylim(min(trained) - 0.5, max(trained) + 0.5)
     psnr_axes.set_ylabel("test PSNR (dB)")
     psnr_axes.set_xlabel("iteration")
     for axes in (loss_axes, psnr_axes):
         axes.grid(True, alpha=0.3)
-    figure.suptitle(Path(log_path).name.removesuffix("_log.jsonl"))
+    figure.suptitle(title or Path(log_path).name.removesuffix("_log.jsonl"))
     figure.tight_layout()
     out_path = Path(out_path)
     try:

@@ -58,7 +58,7 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
         shutil.copyfile(log_records, staging / "log.jsonl")
         if log_text.is_file():
             shutil.copyfile(log_text, staging / "train.log")
-        plot.plot_log(staging / "log.jsonl", staging / "curves.png")
+        plot.plot_log(staging / "log.jsonl", staging / "curves.png", title=name)
         shutil.copyfile(model_path, staging / "model.tmp")
         target, model_target = folder / name, folder / f"{name}.model"
         if target.exists():
