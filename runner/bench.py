@@ -593,7 +593,8 @@ def prediction_section(results):
                                  median(rates["OpenCV dnn_superres"]),
                                  TARGETS["prediction_ratio"]))
     plain = median(rates[f"ours, {PLAIN}"])
-    lines += [f"- The same with the fast paths off (F.conv_transpose2d, NCHW memory): "
+    lines += [f"- The same with the fast paths off (F.conv_transpose2d, F.conv2d's own choice of "
+              f"kernel, NCHW memory): "
               f"{plain:,.1f} {unit} ({1e3 / plain:.1f} ms); the fast paths make it "
               f"**{median(rates['ours']) / plain:.1f}x** faster.", ""]
     if len(results.predictions) > 2:
@@ -601,16 +602,19 @@ def prediction_section(results):
                            in results.predictions[1:3])
         lines += [f"- Colour frames: of our {colour_ms:.1f} ms per frame, {y_ms:.1f} ms is the "
                   "Y plane's path (the row below it); the rest is the colour handling, MATLAB's "
-                  "rgb2ycbcr, bicubic imresize of Cb and Cr and ycbcr2rgb in float64 "
-                  "(prep/matlab.py), where OpenCV converts with cv2.cvtColor and resizes chroma "
-                  "with cv2.resize."]
+                  "rgb2ycbcr, bicubic imresize of Cb and Cr and ycbcr2rgb in float32 "
+                  "(prep/matlab.py: cv2.transform, the x3 bicubic as 3 polyphase cv2.filter2D "
+                  "per axis), where OpenCV converts with cv2.cvtColor and resizes chroma with "
+                  "cv2.resize."]
     lines += ["- ours: runner predict's path without the file I/O: an 8-bit image in, MATLAB "
               "rgb2ycbcr Y through the net (runner/tiles.py), chroma by MATLAB bicubic "
               "imresize, the 8-bit result out. OpenCV: `upsample` of DnnSuperResImpl with the "
               "authors' TensorFlow models ($SR_DATA/reference_models), which also converts "
               "colour and upscales chroma (cv2.resize) itself.",
               "- Both compute the real 9x9 deconvolution in fp32; ours as the equivalent "
-              "sub-pixel convolution, in channels-last memory (runner/fast_paths.py).",
+              "sub-pixel convolution, in channels-last memory, every convolution by oneDNN "
+              "(runner/fast_paths.py). Both run in this process, under its glibc settings and "
+              "huge pages (runner/fast_paths.py), which speed OpenCV up as much as ours.",
               "- Each repetition:", *notes, ""]
     return lines
 

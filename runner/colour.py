@@ -3,7 +3,12 @@
 Y is MATLAB rgb2ycbcr's (the Y the net was trained on) and stays in float until the file is
 written; Cb, Cr and alpha go through MATLAB's bicubic imresize; the result is converted back with
 MATLAB's ycbcr2rgb. A grayscale picture is its own Y.
+
+The net computes in float32, and so does the rest by default: the same MATLAB formulas in float32
+(prep/matlab.py's `dtype`) are several times faster than in float64 and change a written 8-bit
+value by at most one level (tested); `dtype=np.float64` gives the float64 result.
 """
+import cv2
 import numpy as np
 
 from prep import matlab
@@ -17,23 +22,25 @@ def y_plane(image):
     return image.pixels
 
 
-def super_resolve_y(model, y, tile_size):
-    """A float Y plane in 0..255 super-resolved by the net (which works in 0..1)."""
-    return tiles.super_resolve(model, y / 255.0, tile_size).astype(np.float64) * 255.0
+def super_resolve_y(model, y, tile_size, dtype=np.float64):
+    """A float Y plane in 0..255 super-resolved by the net (which works in 0..1), in `dtype`."""
+    return np.multiply(tiles.super_resolve(model, y / 255.0, tile_size), 255.0, dtype=dtype)
 
 
-def super_resolve_picture(model, image, tile_size=tiles.DEFAULT_TILE_SIZE):
-    """The network's result for a Picture: Y by the net, chroma and alpha bicubic."""
+def super_resolve_picture(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
+    """The network's result for a Picture: Y by the net, chroma and alpha bicubic; its planes in
+    `dtype`."""
     def bicubic_plane(plane):
-        return matlab.imresize(plane, model.scale)
+        return matlab.imresize(plane, model.scale, dtype=dtype)
 
     if image.is_colour:
-        ycbcr = matlab.rgb2ycbcr(image.pixels, channel_order="bgr")
-        y = super_resolve_y(model, ycbcr[:, :, 0], tile_size)
-        pixels = matlab.ycbcr2rgb(np.dstack([y, bicubic_plane(ycbcr[:, :, 1:])]),
-                                  channel_order="bgr")
+        ycbcr = matlab.rgb2ycbcr(image.pixels, channel_order="bgr", dtype=dtype)
+        y = super_resolve_y(model, ycbcr[:, :, 0], tile_size, dtype)
+        # cv2.merge: Y and the two chroma planes into one (H, W, 3) array, faster than np.dstack
+        pixels = matlab.ycbcr2rgb(cv2.merge([y, bicubic_plane(ycbcr[:, :, 1:])]),
+                                  channel_order="bgr", dtype=dtype)
     else:
-        pixels = super_resolve_y(model, image.pixels, tile_size)
+        pixels = super_resolve_y(model, image.pixels, tile_size, dtype)
     alpha = None if image.alpha is None else bicubic_plane(image.alpha)
     return picture.Picture(pixels, alpha, image.bit_depth)
 

@@ -110,8 +110,8 @@ class Convolution(Layer):
         return [(batch, self.out_channels, *outputs)]
 
     def forward(self, bottom):
-        return (F.conv2d(bottom, self.weight, self.bias, self.stride, self.pad, self.dilation,
-                         self.group),)
+        return (fast_paths.conv2d(bottom, self.weight, self.bias, self.stride, self.pad,
+                                  self.dilation, self.group),)
 
 
 class Deconvolution(Convolution):

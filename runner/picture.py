@@ -2,7 +2,8 @@
 
 Unlike prep (which wants the 8-bit Y of training images), predict keeps everything a user's file
 has: pixels are float64 in 0..255 units whatever the bit depth (16-bit values / 257, as MATLAB's
-im2uint8 scales), an alpha channel rides along, and the file written back has the input's bit depth.
+im2uint8 scales; predict's results are float32, runner/colour.py), an alpha channel rides along,
+and the file written back has the input's bit depth.
 OpenCV decodes: colour is BGR, a CMYK JPEG arrives converted to BGR, a palette PNG expanded.
 """
 from dataclasses import dataclass, replace
@@ -19,8 +20,8 @@ from runner.errors import UserError
 class Picture:
     """An image's planes in float, and the bit depth to write it back in."""
 
-    pixels: np.ndarray          # float64, 0..255: (H, W) grayscale or (H, W, 3) BGR
-    alpha: np.ndarray = None    # float64, 0..255, (H, W); None when the file has none
+    pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float64 (results: float32)
+    alpha: np.ndarray = None    # the same dtype, 0..255, (H, W); None when the file has none
     bit_depth: int = 8          # 8 or 16: what the file held and what is written back
 
     @property

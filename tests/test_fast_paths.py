@@ -1,5 +1,7 @@
 """The fast paths (runner/fast_paths.py) compute what the plain layers compute, and the bench's
 pieces (runner/bench.py) run, on tiny sizes (nothing here is timed)."""
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -92,6 +94,37 @@ def test_pixel_shuffle_is_torchs(memory_format):
     shuffled = fast_paths.pixel_shuffle(phases, (2, 3))
     assert shuffled.shape == (2, 3, 10, 21)
     assert shuffled[1, 2, 4 * 2 + 1, 5 * 3 + 2] == phases[1, 2 * 6 + 1 * 3 + 2, 4, 5]
+
+
+# (in, out, kernel, stride, pad, dilation, group): FSRCNN's 1x1 and 5x5, and the other options
+CONVOLUTIONS = [(56, 12, 1, 1, 0, 1, 1), (12, 56, 1, 1, 0, 1, 1), (1, 56, 5, 1, 2, 1, 1),
+                (12, 12, 3, 1, 1, 1, 1), (4, 6, 3, 2, 1, 2, 2), (3, 5, 4, 3, 2, 1, 1)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("in_channels, out_channels, kernel, stride, pad, dilation, group",
+                         CONVOLUTIONS)
+def test_inference_conv2d_equals_f_conv2d(in_channels, out_channels, kernel, stride, pad,
+                                          dilation, group, channels_last):
+    generator = torch.Generator().manual_seed(in_channels * out_channels + kernel)
+    bottom = torch.randn(1, in_channels, 11, 9, generator=generator)
+    # outputs of about unit size, as FSRCNN's (He initialisation)
+    fan_in = in_channels // group * kernel * kernel
+    weight = torch.randn(out_channels, in_channels // group, kernel, kernel,
+                         generator=generator) / math.sqrt(fan_in)
+    bias = torch.randn(out_channels, generator=generator)
+    if channels_last:
+        bottom, weight = (tensor.contiguous(memory_format=torch.channels_last)
+                          for tensor in (bottom, weight))
+    arguments = (bottom, weight, bias, (stride, stride), (pad, pad), (dilation, dilation), group)
+    plain = F.conv2d(bottom, weight, bias, stride, pad, dilation, group)
+    with torch.no_grad():
+        fast = fast_paths.conv2d(*arguments)
+        assert max_difference(fast, plain) < TOLERANCE
+        assert max_difference(fast_paths.conv2d(bottom, weight, None, *arguments[3:]),
+                              plain - bias[:, None, None]) < TOLERANCE
+    # with autograd (training) it is F.conv2d itself
+    assert torch.equal(fast_paths.conv2d(*arguments), plain)
 
 
 # --------------------------------------------------------------------------- whole nets

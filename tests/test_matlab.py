@@ -81,6 +81,57 @@ def test_imresize_mirrors_the_border():
     np.testing.assert_allclose(imresize(row, 2)[0, :2], [29 + 111, -9 + 111], atol=1e-9)
 
 
+def test_float32_imresize_has_the_same_hand_computed_weights_and_mirroring():
+    row = np.array([[0, 0, 128, 0, 0, 0]], dtype=np.float32)
+    upscaled = imresize(row, 2, dtype=np.float32)
+    assert upscaled.dtype == np.float32 and upscaled.shape == (2, 12)
+    expected = [0, -3, -9, 29, 111, 111, 29, -9, -3, 0, 0, 0]
+    np.testing.assert_allclose(upscaled, [expected, expected], atol=1e-4)
+    edge = imresize(np.array([[128, 0, 0, 0]]), 2, dtype=np.float32)
+    np.testing.assert_allclose(edge[0, :2], [29 + 111, -9 + 111], atol=1e-4)
+    np.testing.assert_allclose(imresize(np.array([[0, 0, 0, 0, 256, 0, 0, 0]]), 1 / 2,
+                                        dtype=np.float32), [[-3, 29, 111, -9]], atol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 1 / 3, 1.5])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 1), (1, 3), (5, 7), (23, 18), (9, 6, 1), (7, 8, 2),
+                                   (6, 5, 3), (5, 6, 4), (6, 4, 5)])
+def test_float32_imresize_is_the_float64_result_to_float_rounding(scale, shape):
+    # integer upscalings run as polyphase filters (up to 4 channels), the rest as in float64
+    image = np.random.default_rng(sum(shape)).random(shape) * 255
+    exact = imresize(image, scale)
+    fast = imresize(image.astype(np.float32), scale, dtype=np.float32)
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    np.testing.assert_allclose(fast, exact, atol=1e-3)
+    # both axes by integer factors, and one by an integer, the other not
+    for resized in ((2 * shape[0], 3 * shape[1]), (3 * shape[0], shape[1] + 2)):
+        np.testing.assert_allclose(imresize(image, output_shape=resized, dtype=np.float32),
+                                   imresize(image, output_shape=resized), atol=1e-3)
+
+
+@pytest.mark.parametrize("channel_order", ["rgb", "bgr"])
+def test_float32_colour_conversions_are_the_float64_ones(channel_order):
+    white_and_black = np.array([[[255, 255, 255], [0, 0, 0]]], dtype=np.uint8)
+    ycbcr = rgb2ycbcr(white_and_black, channel_order=channel_order, dtype=np.float32)
+    assert ycbcr.dtype == np.float32
+    np.testing.assert_allclose(ycbcr[0], [[235, 128, 128], [16, 128, 128]], atol=1e-4)
+    image = np.random.default_rng(2).random((9, 7, 3)) * 255
+    exact = rgb2ycbcr(image, channel_order=channel_order)
+    np.testing.assert_allclose(rgb2ycbcr(image, channel_order=channel_order, dtype=np.float32),
+                               exact, atol=1e-3)
+    back = ycbcr2rgb(exact, channel_order=channel_order, dtype=np.float32)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, ycbcr2rgb(exact, channel_order=channel_order), atol=1e-3)
+    np.testing.assert_allclose(back, image, atol=1e-3)
+
+
+def test_only_float64_and_float32_are_computed():
+    for call in (lambda: imresize(np.zeros((4, 4)), 2, dtype=np.float16),
+                 lambda: rgb2ycbcr(np.zeros((2, 2, 3)), channel_order="rgb", dtype=np.int32)):
+        with pytest.raises(ValueError, match="float64 or float32"):
+            call()
+
+
 def test_modcrop_crops_bottom_and_right_to_a_multiple_of_scale():
     image = np.arange(7 * 8).reshape(7, 8)
     cropped = modcrop(image, 3)
@@ -124,6 +175,8 @@ def test_y_channel_of_grayscale_is_the_image_itself(random_image):
 def test_to_uint8_rounds_half_away_from_zero_and_saturates():
     values = np.array([0.5, 1.5, 2.5, 254.5, 255.6, -0.4, -3.0])
     np.testing.assert_array_equal(to_uint8(values), [1, 2, 3, 255, 255, 0, 0])
+    np.testing.assert_array_equal(to_uint8(values.astype(np.float32)), [1, 2, 3, 255, 255, 0, 0])
+    np.testing.assert_array_equal(to_uint8(np.array([-1, 7, 300])), [0, 7, 255])
 
 
 def test_shave_removes_the_border():

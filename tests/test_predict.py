@@ -83,12 +83,34 @@ def test_deploy_geometry_of_fsrcnn(model):
 
 def test_colour_goes_y_through_the_net_and_chroma_bicubic(model):
     image = picture.from_array(smooth_image(20, 24, 3), "synthetic")
-    result = colour.super_resolve_picture(model, image)
+    result = colour.super_resolve_picture(model, image, dtype=np.float64)
+    assert result.pixels.dtype == np.float64
     ycbcr = matlab.rgb2ycbcr(result.pixels, channel_order="bgr")
     source = matlab.rgb2ycbcr(image.pixels, channel_order="bgr")
     expected_y = tiles.super_resolve(model, source[:, :, 0] / 255.0) * 255.0
     np.testing.assert_allclose(ycbcr[:, :, 0], expected_y, atol=1e-3)
     np.testing.assert_allclose(ycbcr[:, :, 1:], matlab.imresize(source[:, :, 1:], 3), atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["butterfly", "rgba", "gray", "16-bit", "tiny"])
+def test_float32_colour_is_the_float64_result_within_one_level(model, source):
+    """predict's default float32 planes write what the float64 pipeline writes, give or take
+    one level where a value lies within float32 rounding of a rounding boundary."""
+    arrays = {"butterfly": lambda: cv2.imread(str(BUTTERFLY)),
+              "rgba": lambda: smooth_image(33, 27, 4, seed=3),
+              "gray": lambda: smooth_image(31, 29, 1, seed=4),
+              "16-bit": lambda: smooth_image(25, 30, 3, np.uint16, seed=5),
+              "tiny": lambda: smooth_image(2, 1, 3, seed=6)}
+    image = picture.from_array(arrays[source](), source)
+    fast = colour.super_resolve_picture(model, image)
+    exact = colour.super_resolve_picture(model, image, dtype=np.float64)
+    assert fast.pixels.dtype == np.float32 and exact.pixels.dtype == np.float64
+    written_fast, written_exact = picture.to_array(fast), picture.to_array(exact)
+    assert written_fast.shape == written_exact.shape
+    assert written_fast.dtype == written_exact.dtype
+    difference = np.abs(written_fast.astype(np.int64) - written_exact.astype(np.int64))
+    assert difference.max() <= 1
+    assert (difference == 0).mean() > 0.99
 
 
 def test_predict_colour_image_writes_network_and_bicubic_results(tmp_path, model_file, capfd):
