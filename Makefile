@@ -42,7 +42,7 @@ demo: install
 	@echo "  data:       results/data/x3_valid/{train,test}.h5"
 	@echo "  snapshots:  $(DEMO_RUN)_iter_{500,1000,1500,2000}.{model,solverstate}"
 	@echo "  logs:       $(DEMO_RUN)_train.log, $(DEMO_RUN)_log.jsonl, curves $(DEMO_RUN)_curves.png"
-	@echo "  butterfly:  results/predict/demo/ (figure, network and bicubic PNGs)"
+	@echo "  butterfly:  results/predict/demo/ (ground truth | bicubic | FSRCNN figure)"
 	@echo "  Set5 table: results/test/demo/ (Markdown and CSV)"
 
 test: install
