@@ -35,6 +35,8 @@ def training_prep_config(setup):
 def ship(state_path, name, folder=DEFAULT_FOLDER):
     """Ship the model of `state_path` as `<folder>/<name>.model` plus `<folder>/<name>/`;
     returns the paths written."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise UserError("--name", f"{name!r} is not a plain file name (e.g. fsrcnn_x3)")
     state_path = Path(state_path)
     state = snapshot.load_solverstate(state_path)
     model_path = snapshot.model_of(state_path, state)

@@ -28,3 +28,10 @@ def test_ship_refuses_a_snapshot_whose_model_changed(tmp_path):
     assert_one_line_error(run_cli("ship", tmp_path / "run" / "tiny_iter_10.solverstate",
                                   "--name", "tiny_x3", "--out", shipped), "tiny_iter_10")
     assert not (shipped / "tiny_x3.model").exists()
+
+
+def test_ship_name_must_be_a_plain_file_name(tmp_path):
+    result = run_cli("ship", tmp_path / "x.solverstate", "--name", "../elsewhere",
+                     "--out", tmp_path / "models")
+    assert_one_line_error(result, "--name", "plain file name")
+    assert not (tmp_path / "models").exists()
