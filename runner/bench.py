@@ -54,9 +54,6 @@ DEFAULT_REPORT = REPO_ROOT / "results" / "bench.md"
 # OpenCV dnn_superres models: (file in $SR_DATA/reference_models, algorithm, scale)
 OPENCV_FSRCNN = ("FSRCNN_x3.pb", "fsrcnn", 3)
 OPENCV_FSRCNN_S = ("FSRCNN-small_x3.pb", "fsrcnn", 3)
-# A low rate keeps a run from random weights finite (the solver file's SGD at 1e-3 can diverge
-# there within a few steps); the speed does not depend on it.
-BENCH_BASE_LR = 1e-4
 REFERENCE_WORKERS = 2
 # One thread by default: on a 2-core machine that other processes share, a second OpenMP thread
 # makes every op wait at its barrier whenever the other core is taken (measured: training 5x
@@ -177,7 +174,7 @@ class OurTraining:
     Testing, display and snapshots are off; everything else is the solver file's."""
 
     def __init__(self, setup, batch, iterations, run_folder, warmup=5):
-        solver_param = replace(setup.solver, base_lr=BENCH_BASE_LR, test_interval=0,
+        solver_param = replace(setup.solver, test_interval=0,
                                display=0, snapshot=0, snapshot_after_train=False,
                                snapshot_prefix=str(Path(run_folder) / "bench"))
         setup = replace(setup, solver=solver_param,
@@ -222,15 +219,15 @@ class ReferenceTraining:
     """The loop common PyTorch reimplementations write: samples per second over `batches`
     steps of a fresh DataLoader (its start-up and first batch untimed)."""
 
-    def __init__(self, h5_path, batch, batches, workers=REFERENCE_WORKERS):
+    def __init__(self, h5_path, batch, batches, base_lr, workers=REFERENCE_WORKERS):
         torch.manual_seed(0)
         self.model = reference_fsrcnn()
         deconvolution = self.model[-1]
         others = [p for module in self.model[:-1] for p in module.parameters()]
         self.optimizer = torch.optim.SGD(
             [{"params": others}, {"params": deconvolution.parameters(),
-                                  "lr": BENCH_BASE_LR * 0.1}],
-            lr=BENCH_BASE_LR, momentum=0.9)
+                                  "lr": base_lr * 0.1}],
+            lr=base_lr, momentum=0.9)
         self.criterion = nn.MSELoss()
         self.dataset = PerSampleHDF5(h5_path)
         self.batch, self.batches, self.workers = batch, batches, workers
@@ -429,7 +426,7 @@ def _measure_training(results, solver_path, folder, log):
         f"runner train, {PLAIN}": without_fast_paths(
             lambda: OurTraining(setup, sizes.batch, sizes.our_iterations, folder / "plain")),
         "reference loop": ReferenceTraining(h5_path, sizes.batch, sizes.reference_batches,
-                                            sizes.reference_workers),
+                                            setup.solver.base_lr, sizes.reference_workers),
         "matmul": MatmulPeak(sizes.matmul_size, sizes.matmuls)}
     rates = interleaved(contenders, sizes.repeats)
     results.peak = rates.pop("matmul")
@@ -518,10 +515,10 @@ def training_section(results):
               f"NCHW memory): **{ours / median(results.training[f'runner train, {PLAIN}']):.2f}"
               "x**", "",
               f"- runner train: the Solver of runner/solver.py on {results.solver}, batches "
-              "drawn from the HDF5 data held in memory; testing, display and snapshots off, "
-              f"base_lr {BENCH_BASE_LR:g} so that a run from random weights stays finite.",
+              "drawn from the HDF5 data held in memory; testing, display and snapshots off.",
               "- reference loop: nn.Sequential FSRCNN with nn.ConvTranspose2d, torch.optim.SGD "
-              "(momentum 0.9, deconvolution at 0.1x the rate), nn.MSELoss, a DataLoader "
+              "(the solver file's base_lr, momentum 0.9, deconvolution at 0.1x the rate), "
+              "nn.MSELoss, a DataLoader "
               f"(batch {sizes.batch}, shuffle, {sizes.reference_workers} workers) whose Dataset "
               "opens the HDF5 file for every sample: how common PyTorch reimplementations "
               "(e.g. yjn870/FSRCNN-pytorch) train.",
