@@ -200,8 +200,10 @@ def load_for_inference(model_path, device="cpu", scale=None):
     if geometry.factor > 1 and scale not in (None, geometry.factor):
         raise UserError(path, f"is a x{geometry.factor} model, but --scale {scale} was asked")
     if geometry.factor == 1 and scale is None:
-        raise UserError(path, "this net works on a bicubic-upscaled input (no final "
-                        "Deconvolution), so its scale is not in the file: give --scale")
+        if not model.scale:
+            raise UserError(path, "this net works on a bicubic-upscaled input (no final "
+                            "Deconvolution) and the file does not say its scale: give --scale")
+        scale = model.scale
     module.eval().requires_grad_(False)
     device = torch_device(device)
     fast_paths.keep_freed_memory()

@@ -3,33 +3,20 @@
 From one `.solverstate`: `<name>.model` (the model file it belongs to, checksum checked) and a
 folder `<name>/` holding what produced it, all taken from the run's own files rather than from
 `configs/` (which may have moved on): the solver and net texts stored in the solverstate, the
-prep config stored in the training HDF5 file, the run's Caffe log and JSON-lines log, and the
+prep config stored in the training HDF5 file (and its scale, in the model, where a snapshot
+predates keeping it), the run's Caffe log and JSON-lines log, and the
 curves `runner plot` draws from them. The folder is written beside and renamed into place, so
 a failure leaves a shipped model as it was.
 """
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-import h5py
-
 from runner import config, net, plot, snapshot, train_log
-from runner.data import read_source_list
 from runner.errors import UserError
 
 DEFAULT_FOLDER = Path("results/models")
-
-
-def training_prep_config(setup):
-    """The prep config text stored in the first training HDF5 file, or None (data not made by
-    `python -m prep`)."""
-    for layer in net.phase_layers(setup.train_net, "TRAIN", setup.net_sources[0][0]):
-        if layer.type == "HDF5Data":
-            first = read_source_list(layer.hdf5_data_param.source)[0]
-            with h5py.File(first, "r") as h5:
-                text = h5.attrs.get("prep_config")
-            return None if text is None else str(text)
-    return None
 
 
 def ship(state_path, name, folder=DEFAULT_FOLDER):
@@ -52,16 +39,20 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     try:
         files = {f"solver{Path(state.solver_source).suffix}": state.solver_text,
                  **{Path(path).name: text for path, text in state.net_files}}
-        prep_text = training_prep_config(setup)
-        if prep_text is not None:
-            files["prep.yaml"] = prep_text
+        data_attributes = net.train_data_attributes(setup.train_net, setup.net_sources[0][0])
+        if "prep_config" in data_attributes:
+            files["prep.yaml"] = str(data_attributes["prep_config"])
         for file_name, text in files.items():
             (staging / file_name).write_text(text, encoding="utf-8")
         shutil.copyfile(log_records, staging / "log.jsonl")
         if log_text.is_file():
             shutil.copyfile(log_text, staging / "train.log")
         plot.plot_log(staging / "log.jsonl", staging / "curves.png", title=name)
-        shutil.copyfile(model_path, staging / "model.tmp")
+        model, data_scale = snapshot.load_model(model_path), int(data_attributes.get("scale", 0))
+        if model.scale or not data_scale:
+            shutil.copyfile(model_path, staging / "model.tmp")
+        else:           # a snapshot from before .model files kept their data's scale
+            snapshot.save_model(staging / "model.tmp", replace(model, scale=data_scale))
         target, model_target = folder / name, folder / f"{name}.model"
         if target.exists():
             shutil.rmtree(target)

@@ -88,12 +88,15 @@ class ModelFile:
     net_text: str = ""                # the net config it was trained with
     net_source: str = ""              # that config's file name (its suffix tells the format)
     iteration: int = 0
+    scale: int = 0                    # the training data's upscaling factor (0: not known); the
+                                      # only record of it for a net without a Deconvolution
 
 
 def save_model(path, model):
     with atomic_h5(path) as h5:
         h5.attrs.update(format=MODEL_FORMAT, net_text=model.net_text,
-                        net_source=model.net_source, iteration=model.iteration)
+                        net_source=model.net_source, iteration=model.iteration,
+                        scale=model.scale)
         data = h5.create_group("data", track_order=True)
         for layer, blobs in model.blobs.items():
             group = data.create_group(layer, track_order=True)
@@ -107,7 +110,7 @@ def load_model(path):
         blobs = {layer: [np.asarray(group[str(index)]) for index in range(len(group))]
                  for layer, group in h5["data"].items()}
         return ModelFile(blobs, str(h5.attrs["net_text"]), str(h5.attrs["net_source"]),
-                         int(h5.attrs["iteration"]))
+                         int(h5.attrs["iteration"]), int(h5.attrs.get("scale", 0)))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from runner import (caffe_model, distributed, fast_paths, lr_policy, snapshot,
                     update_rules)
 from runner.data import HDF5Feeder
 from runner.errors import UserError
-from runner.net import Net
+from runner.net import Net, train_data_attributes
 from runner.train_log import TrainLog
 
 SIGNAL_EFFECTS = ("snapshot", "stop", "none")
@@ -66,6 +66,8 @@ class Solver:
         self.test_nets = [fast_paths.preferred_layout(Net(net, "TEST", source).to(self.device),
                                                       self.device)
                           for net in setup.test_nets]
+        # kept in every .model: an SRCNN-style net's scale is known only from its data
+        self.data_scale = int(train_data_attributes(setup.train_net, source).get("scale", 0))
         self.train_feeders = [HDF5Feeder(layer, seed, self.processes.rank,
                                          self.processes.world_size)
                               for layer in self.net.data_layers]
@@ -88,7 +90,7 @@ class Solver:
         blobs = {layer: [blob.detach().cpu().numpy() for blob in layer_blobs]
                  for layer, layer_blobs in self.net.blobs_by_layer().items()}
         path, text = self.setup.net_sources[0]
-        return snapshot.ModelFile(blobs, text, path, self.iteration)
+        return snapshot.ModelFile(blobs, text, path, self.iteration, self.data_scale)
 
     def copy_weights(self, model_path):
         """Fine-tuning (`--weights`): copy every layer whose name matches, shapes checked."""

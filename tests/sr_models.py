@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FSRCNN_NET = ROOT / "configs" / "fsrcnn_net.yaml"
 
 
-def save_initial_model(path, net_file=FSRCNN_NET, seed=0, edit=None, net_text=None):
-    """A .model of a net file's deploy form with seeded filler weights, `edit`ed in place."""
+def save_initial_model(path, net_file=FSRCNN_NET, seed=0, edit=None, net_text=None, scale=0):
+    """A .model of a net file's deploy form with seeded filler weights, `edit`ed in place;
+    `scale`: the training data's, as the solver records it (0: not known)."""
     text = net_text or Path(net_file).read_text()
     param = config.parse_config(schema.NetParameter, text, str(net_file))
     module = net.Net(deploy.deploy_net(param), "TEST",
@@ -30,7 +31,7 @@ def save_initial_model(path, net_file=FSRCNN_NET, seed=0, edit=None, net_text=No
              for layer, layer_blobs in module.blobs_by_layer().items()}
     if edit:
         edit(blobs)
-    snapshot.save_model(path, snapshot.ModelFile(blobs, text, str(net_file), 0))
+    snapshot.save_model(path, snapshot.ModelFile(blobs, text, str(net_file), 0, scale))
     return Path(path)
 
 

@@ -60,10 +60,15 @@ def test_tiled_result_equals_the_whole_image(model):
 
 def test_srcnn_style_net_is_fed_a_bicubic_input_and_tiles_too(tmp_path):
     # SRCNN 9-1-5 without padding: 12 pixels less output than input, its scale from --scale
+    # where the file does not record its training data's
     path = save_initial_model(tmp_path / "srcnn.model", ROOT / "configs" / "srcnn_net.yaml",
                               edit=lambda blobs: blobs["conv3"][0].__imul__(1e4))
-    with pytest.raises(UserError, match="give --scale"):
+    with pytest.raises(UserError, match="does not say its scale: give --scale"):
         deploy.load_for_inference(path)
+    recorded = save_initial_model(tmp_path / "srcnn_x4.model",
+                                  ROOT / "configs" / "srcnn_net.yaml", scale=4)
+    assert deploy.load_for_inference(recorded).scale == 4
+    assert deploy.load_for_inference(recorded, scale=2).scale == 2   # SRCNN runs at any scale
     srcnn = deploy.load_for_inference(path, scale=3)
     assert (srcnn.scale, srcnn.geometry.shrink, srcnn.geometry.padding) == (3, 12, 6)
     plane = smooth_image(40, 30, 1) / 255.0

@@ -1,5 +1,15 @@
 """`runner ship`: a run's snapshot into results/models/, with what produced it."""
+import h5py
+import numpy as np
+
 from helpers import assert_one_line_error, run_cli, tiny_run
+from runner import snapshot
+
+
+def mark_scale(h5_path, scale):
+    """Give synthetic data the `scale` attribute `python -m prep` writes."""
+    with h5py.File(h5_path, "a") as h5:
+        h5.attrs["scale"] = scale
 
 
 def test_ship_copies_the_model_with_its_stored_configs_and_logs(tmp_path):
@@ -35,3 +45,25 @@ def test_ship_name_must_be_a_plain_file_name(tmp_path):
                      "--out", tmp_path / "models")
     assert_one_line_error(result, "--name", "plain file name")
     assert not (tmp_path / "models").exists()
+
+
+def test_models_keep_their_training_data_scale_and_ship_fills_it_in_for_older_ones(tmp_path):
+    solver = tiny_run(tmp_path, max_iter=10, snapshot=10)
+    mark_scale(tmp_path / "train.h5", 3)
+    assert run_cli("train", "--solver", solver).returncode == 0
+    model_path = tmp_path / "run" / "tiny_iter_10.model"
+    assert snapshot.load_model(model_path).scale == 3
+    # a snapshot from before models kept it: ship takes it from the training data
+    older = snapshot.load_model(model_path)
+    snapshot.save_model(model_path, snapshot.ModelFile(older.blobs, older.net_text,
+                                                       older.net_source, older.iteration))
+    state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
+    state = snapshot.load_solverstate(state_path)
+    state.learned_net_sha256 = snapshot.file_sha256(model_path)
+    snapshot.save_solverstate(state_path, state)
+    result = run_cli("ship", state_path, "--name", "tiny_x3", "--out", tmp_path / "models")
+    assert result.returncode == 0, result.stderr
+    shipped = snapshot.load_model(tmp_path / "models" / "tiny_x3.model")
+    assert shipped.scale == 3 and shipped.iteration == 10
+    assert all(np.array_equal(a, b) for layer in older.blobs
+               for a, b in zip(older.blobs[layer], shipped.blobs[layer]))
