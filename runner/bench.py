@@ -61,6 +61,7 @@ REFERENCE_WORKERS = 2
 DEFAULT_THREADS = 1
 TARGETS = {"training_ratio": 25.0, "peak_fraction": 0.40, "prediction_ratio": 2.0}
 PLAIN = "fast paths off"
+SHIPPED_CONTENDER = "ours, the shipped model"
 
 
 @dataclass(frozen=True)
@@ -439,7 +440,9 @@ def _measure_training(results, solver_path, folder, log):
 
 def _measure_prediction(results, folder, data_root, log):
     sizes = results.sizes
-    fsrcnn, fsrcnn_name = model_file(SHIPPED_FSRCNN, FSRCNN_NET, folder)
+    # the target's comparison computes what OpenCV's model computes: the zero-padded layout
+    fsrcnn = seeded_model(FSRCNN_NET, Path(folder) / f"{FSRCNN_NET.stem}.model")
+    fsrcnn_name = f"random weights ({FSRCNN_NET.name}, zero-padded as OpenCV's model)"
     fsrcnn_s, fsrcnn_s_name = model_file(SHIPPED_FSRCNN_S, FSRCNN_S_NET, folder)
     frame = sample_frame(*sizes.frame_size, data_root)
     side, (height, width) = sizes.image_size, sizes.frame_size
@@ -456,6 +459,8 @@ def _measure_prediction(results, folder, data_root, log):
         if index == 0:
             contenders[f"ours, {PLAIN}"] = without_fast_paths(
                 lambda: our_contender(path, image, count))
+            if SHIPPED_FSRCNN.is_file():
+                contenders[SHIPPED_CONTENDER] = our_contender(SHIPPED_FSRCNN, image, count)
         opencv = opencv_model(*opencv_file, root=data_root)
         if opencv is not None:
             contenders["OpenCV dnn_superres"] = opencv_contender(opencv, image, count)
@@ -589,6 +594,13 @@ def prediction_section(results):
         lines.append(_ratio_line(f"{task}, ours / OpenCV", median(rates["ours"]) /
                                  median(rates["OpenCV dnn_superres"]),
                                  TARGETS["prediction_ratio"]))
+    if SHIPPED_CONTENDER in rates and "OpenCV dnn_superres" in rates:
+        shipped, theirs = median(rates[SHIPPED_CONTENDER]), median(rates["OpenCV dnn_superres"])
+        lines.append(f"- The same image through the shipped "
+                     f"{SHIPPED_FSRCNN.relative_to(REPO_ROOT)}, whose layers are unpadded (the "
+                     "image's edge is repeated around it, so they compute a border more): "
+                     f"{shipped:,.1f} {unit} ({1e3 / shipped:.1f} ms), "
+                     f"**{shipped / theirs:.2f}x** OpenCV.")
     plain = median(rates[f"ours, {PLAIN}"])
     lines += [f"- The same with the fast paths off (F.conv_transpose2d, F.conv2d's own choice of "
               f"kernel, NCHW memory): "

@@ -220,6 +220,7 @@ def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
     assert results.cost.forward > 0 and results.peak[0] > 0
     tasks = [task for task, _, _, _ in results.predictions]
     assert tasks[0].startswith("FSRCNN x3, 12x12 -> 36x36")
+    assert bench.SHIPPED_CONTENDER in results.predictions[0][2]     # the shipped x3 as well
     text = bench.report(results)
     for heading in ("## Training", "runner train / reference loop", "of the matmul peak",
                     "torch.profiler", "## Super-resolving", "torch.set_num_threads(1)",
