@@ -49,8 +49,9 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Ours against the usual PyTorch loop and OpenCV dnn_superres, side by side: results/bench.md.
-# Runs `make prep` first if its data is missing. BENCH_THREADS=2 on an idle machine.
-BENCH_THREADS ?= 1
+# Runs `make prep` first if its data is missing. Every core by default; BENCH_THREADS=1 on a
+# machine that other processes keep busy.
+BENCH_THREADS ?= $(shell nproc)
 bench: install
 	$(BIN)/python -m runner.bench --threads $(BENCH_THREADS)
 

@@ -13,8 +13,10 @@ of its repetitions, and what counts is their ratio.
    torch.profiler table of our training step says where its time goes, i.e. what limits it.
 2. Super-resolving a 256x256 Y image x3 with FSRCNN, and 320x180 colour video frames with
    FSRCNN-s: runner predict's path (runner/colour.py, runner/tiles.py) against OpenCV's
-   dnn_superres with the authors' models ($SR_DATA/reference_models). Speed does not depend on
-   the weights: the shipped model is used when there is one, else seeded random weights.
+   dnn_superres with the authors' models ($SR_DATA/reference_models). The 256x256 comparison
+   runs the zero-padded layout OpenCV's model computes, with seeded random weights (speed does
+   not depend on them), and the shipped unpadded x3 model beside it; the frames, the shipped
+   FSRCNN-s (else random weights).
 3. `make prep` for T91 x3: the whole process, wall time.
 
 Ours also runs with runner/fast_paths.py disabled ("fast paths off"), to show what they give.
@@ -55,10 +57,11 @@ DEFAULT_REPORT = REPO_ROOT / "results" / "bench.md"
 OPENCV_FSRCNN = ("FSRCNN_x3.pb", "fsrcnn", 3)
 OPENCV_FSRCNN_S = ("FSRCNN-small_x3.pb", "fsrcnn", 3)
 REFERENCE_WORKERS = 2
-# One thread by default: on a 2-core machine that other processes share, a second OpenMP thread
-# makes every op wait at its barrier whenever the other core is taken (measured: training 5x
-# slower with 2 threads than with 1 while the load average was 3). `--threads 2` on an idle one.
-DEFAULT_THREADS = 1
+# Every core this process may use (the reference loop's DataLoader workers use them all too).
+# On a machine that other processes share, `--threads 1`: a second OpenMP thread makes every op
+# wait at its barrier whenever the other core is taken (measured: training 5x slower with 2
+# threads than with 1 while the load average was 3).
+DEFAULT_THREADS = len(os.sched_getaffinity(0))
 TARGETS = {"training_ratio": 25.0, "peak_fraction": 0.40, "prediction_ratio": 2.0}
 PLAIN = "fast paths off"
 SHIPPED_CONTENDER = "ours, the shipped model"
@@ -644,8 +647,7 @@ def report(results):
              f"average before and after: {results.load_before[0]:.1f}, "
              f"{results.load_after[0]:.1f}: other processes share this machine, and while they "
              "hold a core a second OpenMP thread stalls every op at its barrier (training ran "
-             "5x slower with 2 threads than with 1 at a load of 3), hence one thread by "
-             "default.", "",
+             "5x slower with 2 threads than with 1 at a load of 3): `--threads 1` there.", "",
              f"Every comparison ran interleaved in one process, {sizes.repeats} repetitions; "
              "the tables give medians, and each repetition's value.", ""]
     lines += training_section(results)
