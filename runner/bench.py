@@ -485,7 +485,7 @@ def _ratio_line(what, ratio, target, unit="x"):
     met = "met" if ratio >= target else "**not met**"
     if unit == "%":
         return f"- {what}: **{100 * ratio:.0f}%** (target at least {100 * target:.0f}%: {met})"
-    return f"- {what}: **{ratio:.1f}x** (target at least {target:g}x: {met})"
+    return f"- {what}: **{ratio:.2f}x** (target at least {target:g}x: {met})"
 
 
 def _category(op_name):
