@@ -41,7 +41,6 @@ from torch import nn
 
 from prep import datasets, matlab
 from runner import colour, config, deploy, fast_paths, inspect, net, picture, schema, snapshot
-from runner.data import read_source_list
 from runner.solver import Solver, TrainOptions
 from runner.train_log import TrainLog
 
@@ -164,13 +163,6 @@ def with_batch_size(net_param, batch):
     layers = [replace(layer, hdf5_data_param=replace(layer.hdf5_data_param, batch_size=batch))
               if layer.type == "HDF5Data" else layer for layer in net_param.layer]
     return replace(net_param, layer=layers)
-
-
-def train_source(net_param, source):
-    """The first .h5 file of the TRAIN phase's HDF5Data layer."""
-    layer = next(layer for layer in net.phase_layers(net_param, "TRAIN", source)
-                 if layer.type == "HDF5Data")
-    return read_source_list(layer.hdf5_data_param.source)[0]
 
 
 class OurTraining:
@@ -415,7 +407,7 @@ def _measure_training(results, solver_path, folder, log):
     sizes = results.sizes
     setup = config.load_solver(solver_path)
     source = setup.net_sources[0][0]
-    h5_path = train_source(setup.train_net, source)
+    h5_path = net.train_data_file(setup.train_net, source)
     with h5py.File(h5_path, "r") as h5:
         results.input_size = tuple(h5["Input"].shape[2:])
     results.cost = training_cost(setup.train_net, source, results.input_size)

@@ -313,8 +313,8 @@ def add_schema(commands):
 def build_parser():
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    for add in (add_train, add_plot, add_ship, add_schema, add_predict, add_test, add_inspect, add_export,
-                add_time):
+    for add in (add_train, add_plot, add_ship, add_schema, add_predict, add_test, add_inspect,
+                add_export, add_time):
         add(commands)
     return parser
 

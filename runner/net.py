@@ -246,18 +246,25 @@ def hdf5_feeds(layer, source, needed):
     return feeds
 
 
-def train_data_attributes(net_param, source):
-    """The root attributes of the first .h5 file the TRAIN phase's HDF5Data layer reads: what
-    `python -m prep` recorded about the data (scale, prep_config, ...); {} without such data."""
+def train_data_file(net_param, source):
+    """The first .h5 file the TRAIN phase's HDF5Data layer reads (None without one)."""
     for layer in phase_layers(net_param, "TRAIN", source):
         if layer.type == "HDF5Data":
-            path = read_source_list(layer.hdf5_data_param.source)[0]
-            try:
-                with h5py.File(path, "r") as h5:
-                    return dict(h5.attrs)
-            except OSError as error:
-                raise UserError(path, f"not a readable HDF5 file ({error})") from None
-    return {}
+            return read_source_list(layer.hdf5_data_param.source)[0]
+    return None
+
+
+def train_data_attributes(net_param, source):
+    """The root attributes of train_data_file: what `python -m prep` recorded about the data
+    (scale, prep_config, ...); {} without such data."""
+    path = train_data_file(net_param, source)
+    if path is None:
+        return {}
+    try:
+        with h5py.File(path, "r") as h5:
+            return dict(h5.attrs)
+    except OSError as error:
+        raise UserError(path, f"not a readable HDF5 file ({error})") from None
 
 
 def input_feeds(layer, source, needed):
