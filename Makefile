@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The folder holding T91/ Set5/ Set14/ General100/ BSD100/ (override: make prep SR_DATA=/data/sr)
-SR_DATA ?= $(abspath ../shared/data)
+# The folder holding T91/ Set5/ Set14/ General100/ BSD100/ (make prep SR_DATA=/data/sr). Unset,
+# ../shared/data; where that is absent too, each dataset is fetched (sha256 verified) into
+# ~/.cache/srcaffe/datasets the first time it is needed.
+SR_DATA ?=
 export SR_DATA
 
 PREP_CONFIG ?= configs/prep_x3.yaml
@@ -26,15 +28,15 @@ prep: install
 
 # The tutorial end to end: prep, train, resume under a raised max_iter, super-resolve, score.
 DEMO_RUN := results/runs/demo/fsrcnn
-DEMO_IMAGE := $(SR_DATA)/Set5/butterfly_GT.bmp
 demo: install
 	$(BIN)/python -m prep --config configs/prep_x3_valid.yaml
 	rm -f $(DEMO_RUN)_*
 	$(BIN)/runner train --solver configs/demo_solver.yaml
 	$(BIN)/runner train --solver configs/demo_solver_more.yaml \
 	    --snapshot $(DEMO_RUN)_iter_1000.solverstate
-	$(BIN)/runner predict $(DEMO_IMAGE) --degrade --model $(DEMO_RUN)_iter_2000.model \
-	    --out results/predict/demo
+	set5="$$($(BIN)/python -m prep where Set5)" && \
+	    $(BIN)/runner predict "$$set5/butterfly_GT.bmp" --degrade \
+	    --model $(DEMO_RUN)_iter_2000.model --out results/predict/demo
 	$(BIN)/runner test --model $(DEMO_RUN)_iter_2000.model --sets Set5 --out results/test/demo
 	$(BIN)/runner plot $(DEMO_RUN)
 	@echo

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from runner.errors import UserError
-from runner.snapshot import atomic_h5
+from runner.files.snapshot import atomic_h5
 
 # Pairs converted to float32 at a time: bounds the memory of the conversion for augmented sets.
 WRITE_BLOCK = 1 << 16

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from prep import datasets, hdf5_writer, images, subimages
-from runner import schema
+from prep import hdf5_writer, subimages
+from runner.config import schema
 from runner.errors import UserError
+from runner.imaging import datasets, images
 
 SPLITS = ("train", "test")
 # Files named in the summary when images are skipped; the rest are counted.
@@ -64,8 +65,7 @@ def prepare(prep_config, data=None, source="prep config"):
     image anywhere leaves the previous outputs as they were.
     """
     subimages.check_config(prep_config, source)
-    root = datasets.data_root(data)
-    folders = {split: [(name, datasets.dataset_folder(name, root))
+    folders = {split: [(name, datasets.dataset_folder(name, data))
                        for name in split_settings(prep_config, split)[0]] for split in SPLITS}
     output = Path(prep_config.output_dir)
     hdf5_writer.make_output_folder(output)

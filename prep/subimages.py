@@ -18,8 +18,8 @@ picked by fancy indexing; no Python loop runs per pixel or per subimage.
 import cv2
 import numpy as np
 
-from prep import matlab
 from runner.errors import UserError
+from runner.imaging import matlab
 
 # cv2.resize takes at most 512 channels (CV_CN_MAX): the tutorial's subimages are resized as
 # channels of one image, 512 at a time.

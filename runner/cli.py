@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from runner import config, schema, snapshot
+from runner.config import loading, schema
 from runner.errors import UserError
+from runner.files import snapshot
 
 EXIT_USER_ERROR = 2
 
@@ -20,7 +21,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_train(commands):
-    from runner.solver import SIGNAL_EFFECTS
+    from runner.train.solver import SIGNAL_EFFECTS
     train = commands.add_parser("train", help="train a net with a solver file (caffe train)")
     train.add_argument("--solver", help="solver file (.yaml or .prototxt)")
     train.add_argument("--snapshot", help="resume from this .solverstate")
@@ -38,7 +39,7 @@ def add_train(commands):
 
 
 def run_train(args):
-    from runner.solver import TrainOptions, train
+    from runner.train.solver import TrainOptions, train
     if args.snapshot and args.weights:
         raise UserError("runner train", "--weights fine-tunes and --snapshot resumes: give "
                         "one of them, not both")
@@ -49,14 +50,14 @@ def run_train(args):
         state = snapshot.load_solverstate(args.snapshot)
         resume_from = (Path(args.snapshot), state)
     if args.solver:
-        setup = config.load_solver(args.solver)
+        setup = loading.load_solver(args.solver)
     else:
-        setup = config.solver_setup_from_texts(state.solver_source, state.solver_text,
+        setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
                                                state.net_files)
     options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
                            sighup_effect=args.sighup_effect)
     if args.procs > 1:
-        from runner import distributed
+        from runner.train import distributed
         if distributed.launched():
             raise UserError("runner train", "--procs starts its own processes; under torchrun "
                             "leave it out (torchrun's --nproc_per_node says how many)")
@@ -88,7 +89,7 @@ def add_plot(commands):
 
 
 def run_plot(args):
-    from runner.plot import find_log, plot_log
+    from runner.score.plot import find_log, plot_log
     log_path = find_log(args.run_or_log)
     out = args.out or str(log_path).removesuffix("_log.jsonl") + "_curves.png"
     print(f"wrote {plot_log(log_path, out)}")
@@ -142,7 +143,7 @@ def comma_list(parse=str):
 
 def add_inference_options(command):
     """--tile and --device, for the commands that run a model on images."""
-    from runner import tiles
+    from runner.infer import tiles
     command.add_argument("--tile", type=positive_int(0), default=tiles.DEFAULT_TILE_SIZE,
                          help="tile side in LR pixels for large images (0: whole image; "
                          "default: %(default)s)")
@@ -151,6 +152,7 @@ def add_inference_options(command):
 
 def add_predict(commands):
     from runner import predict
+    from runner.score import degraded
     command = commands.add_parser("predict", help="super-resolve images, folders, globs or "
                                   "videos with a trained model")
     command.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -165,7 +167,7 @@ def add_predict(commands):
     command.add_argument("--degrade", action="store_true",
                          help="take each image as ground truth: degrade it, super-resolve, score "
                          "and draw ground truth | bicubic | network")
-    command.add_argument("--degradation", choices=predict.DEGRADATIONS, default="paper",
+    command.add_argument("--degradation", choices=degraded.DEGRADATIONS, default="paper",
                          help="with --degrade: paper (MATLAB bicubic, default) or tutorial "
                          "(Gaussian blur + cv2.resize)")
     add_inference_options(command)
@@ -175,7 +177,8 @@ def add_predict(commands):
 def run_predict(args):
     from tqdm import tqdm
 
-    from runner import deploy, predict
+    from runner import predict
+    from runner.infer import deploy
     paths = predict.collect_inputs(args.inputs)
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
@@ -197,7 +200,7 @@ def run_predict(args):
 
 
 def add_test(commands):
-    from runner import evaluate
+    from runner.score import evaluate
     command = commands.add_parser("test", help="PSNR and SSIM of bicubic and a model on "
                                   "benchmark sets, by the papers' protocol")
     command.add_argument("--model", help="the .model (or .caffemodel) to score (without it: "
@@ -224,7 +227,8 @@ def add_test(commands):
 
 
 def run_test(args):
-    from runner import deploy, evaluate
+    from runner.infer import deploy
+    from runner.score import evaluate
     if args.bicubic_only and args.model:
         raise UserError("runner test", "--bicubic-only scores no model: drop --model or "
                         "--bicubic-only")
@@ -295,7 +299,7 @@ def add_time(commands):
 
 def run_time(args):
     from runner import timing
-    net_param = config.load(schema.NetParameter, args.net)
+    net_param = loading.load(schema.NetParameter, args.net)
     print(timing.format_timing(timing.time_net(net_param, args.net, args.iterations,
                                                args.batch, args.device, args.input)))
 

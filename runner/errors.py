@@ -2,6 +2,8 @@
 
 The CLI catches it once and prints `error: <file>: <problem>` on one line with exit code 2;
 everything else is a bug and keeps its traceback.
+
+May import: (nothing)
 """
 import difflib
 

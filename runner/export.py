@@ -1,7 +1,7 @@
 """`runner export MODEL --format caffe`: a trained model as another framework's files.
 
-caffe: `<stem>.prototxt`, the deploy net (runner/deploy.py: an Input layer in place of the data
-layer, no loss), and `<stem>.caffemodel`, its weights (runner/caffe_model.py); the pair that
+caffe: `<stem>.prototxt`, the deploy net (runner/infer/deploy.py: an Input layer in place of the data
+layer, no loss), and `<stem>.caffemodel`, its weights (runner/files/caffe_model.py); the pair that
 Caffe's tools and OpenCV's `cv2.dnn.readNetFromCaffe` load, and that `--model`, `--weights` and
 `inspect` read back.
 """
@@ -9,8 +9,10 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from runner import caffe_model, caffe_proto, deploy, outputs
+from runner.config import caffe_proto
 from runner.errors import UserError
+from runner.files import caffe_model, outputs
+from runner.infer import deploy
 
 
 def caffe_files(model_path, model):

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import torch
 
-from runner import caffe_model, config, deploy, net, schema, snapshot
+from runner.config import loading, schema
 from runner.errors import UserError
+from runner.files import caffe_model, snapshot
+from runner.infer import deploy
+from runner.net import builder, structure
 
 DEFAULT_INPUT_SIZE = deploy.DEFAULT_INPUT_SIZE
 CONVOLUTIONS = ("Convolution", "Deconvolution")
@@ -56,7 +59,7 @@ def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, weights=None
     """A NetSummary of a net's deploy form for a 1 x 1 x H x W input; `weights` ({layer:
     [arrays]}) are checked to fit it when given."""
     deployed = deploy.deploy_net(net_param, source=source, input_size=tuple(input_size))
-    module = net.Net(deployed, "TEST", source)
+    module = builder.Net(deployed, "TEST", source)
     if weights is not None:
         module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
                           for layer, blobs in weights.items()}, source)
@@ -77,7 +80,7 @@ def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, weights=None
         shapes.update(zip(layer.top, top_shapes))
         rows.append(LayerRow(name, type_, list(top_shapes), parameters, operations))
     input_pixels = input_size[0] * input_size[1]
-    return NetSummary(net_param.name, source, (1, 1, *input_size), net.scale_of(deployed), rows,
+    return NetSummary(net_param.name, source, (1, 1, *input_size), structure.scale_of(deployed), rows,
                       counts["weights"], counts["biases"], counts["slopes"],
                       sum(row.multiply_adds for row in rows) / input_pixels)
 
@@ -116,7 +119,7 @@ def inspect_model(path, input_size=DEFAULT_INPUT_SIZE):
 
 def inspect_solverstate(path, input_size=DEFAULT_INPUT_SIZE):
     state = snapshot.load_solverstate(path)
-    setup = config.solver_setup_from_texts(state.solver_source, state.solver_text,
+    setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
                                            state.net_files)
     model_path = Path(path).parent / state.learned_net
     present = model_path.is_file()

@@ -1,4 +1,5 @@
-"""`runner predict`: super-resolve image files (and videos, `runner/video.py`) with a trained model.
+"""`runner predict`: super-resolve image files (and videos, `runner/infer/video.py`) with a trained
+model.
 
 Colour: the net super-resolves the Y channel (MATLAB rgb2ycbcr, kept in float until the file is
 written); Cb and Cr are upscaled by MATLAB's bicubic imresize and the result converted back to RGB.
@@ -8,7 +9,7 @@ kept; a 16-bit file is computed in float and written back in 16 bits. Each input
 
 `--degrade` takes the image as ground truth instead: modcrop, degrade (`paper`: MATLAB bicubic
 1/scale; `tutorial`: Gaussian blur then cv2.resize), super-resolve, score bicubic and network on Y
-against the ground truth (`runner/evaluate.py`'s `score`, shave = scale) and draw the comparison.
+against the ground truth and draw the comparison (`runner/score/degraded.py`).
 
 An image smaller than the net's receptive field is super-resolved like any other: the net pads it
 with zeros exactly as it padded its 7x7 training subimages (a 1x1 image gives a scale x scale one).
@@ -19,13 +20,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
-from prep import matlab
-from prep.datasets import IMAGE_SUFFIXES
-from runner import colour, config, evaluate, outputs, picture, schema, snapshot, tiles, video
+from runner.config import loading, schema
 from runner.errors import UserError
+from runner.files import outputs, snapshot
+from runner.imaging import picture
+from runner.imaging.datasets import IMAGE_SUFFIXES
+from runner.infer import colour, tiles, video
+from runner.score import degraded, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The default run: its newest snapshot is the model `runner predict` uses without --model.
@@ -34,16 +37,12 @@ DEFAULT_SOLVER = REPO_ROOT / "configs" / "fsrcnn_solver.yaml"
 SHIPPED_MODEL = REPO_ROOT / "results" / "models" / "fsrcnn_x3.model"
 DEFAULT_OUTPUT_FOLDER = Path("results") / "predict"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
-DEGRADATIONS = ("paper", "tutorial")
-# The tutorial's degradation: a 5x5 Gaussian blur (sigma from the size, OpenCV's rule: 1.1) and
-# cv2.resize with bicubic interpolation.
-TUTORIAL_BLUR_KERNEL = (5, 5)
 
 
 def default_model(solver_path=DEFAULT_SOLVER, shipped=SHIPPED_MODEL):
     """(model path, why it was chosen): the newest snapshot of the default run, else the shipped
     model; a UserError saying how to get one when there is neither."""
-    solver = config.load(schema.SolverParameter, solver_path)
+    solver = loading.load(schema.SolverParameter, solver_path)
     newest = snapshot.newest_snapshot(solver.snapshot_prefix)
     if newest is not None:
         return newest, f"newest snapshot of {solver.snapshot_prefix}"
@@ -150,50 +149,6 @@ def predict_image(model, path, network_path, bicubic_path, tile_size=tiles.DEFAU
                                 bicubic_path: picture.encode_png(bicubic, bicubic_path)})
 
 
-def degrade(image, scale, degradation="paper"):
-    """(ground truth, LR) of a Picture taken as ground truth: modcropped, alpha dropped."""
-    truth = picture.Picture(matlab.modcrop(image.pixels, scale), None, image.bit_depth)
-    if degradation == "paper":
-        low = matlab.imresize(truth.pixels, 1 / scale)
-    elif degradation == "tutorial":
-        height, width = truth.size
-        blurred = cv2.GaussianBlur(truth.pixels, TUTORIAL_BLUR_KERNEL, 0)
-        low = cv2.resize(blurred, (width // scale, height // scale),
-                         interpolation=cv2.INTER_CUBIC)
-    else:
-        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {degradation!r}")
-    return truth, picture.Picture(low, None, image.bit_depth)
-
-
-@dataclass(frozen=True)
-class DegradeResult:
-    figure: Path
-    scores: dict      # method name -> (PSNR, SSIM) on Y against the ground truth
-
-
-def predict_degraded(model, path, figure_path, degradation="paper",
-                     tile_size=tiles.DEFAULT_TILE_SIZE):
-    """The tutorial's test on one image: degrade, super-resolve, score, draw the figure."""
-    from runner import figure  # matplotlib costs half a second: only --degrade pays it
-    image = picture.read(path)
-    protocol = evaluate.Protocol(model.scale)
-    smallest = evaluate.smallest_scorable_side(protocol)
-    if min(image.size) < smallest:
-        raise UserError(path, f"{image.size[1]}x{image.size[0]} is too small to degrade and "
-                        f"score at x{model.scale} (needs at least {smallest} pixels per side)")
-    truth, low = degrade(image, model.scale, degradation)
-    truth_y = matlab.to_uint8(colour.y_plane(truth))
-    results = {evaluate.BICUBIC: colour.bicubic_picture(low, model.scale),
-               model.name: colour.super_resolve_picture(model, low, tile_size)}
-    scores = {name: evaluate.score(truth_y, colour.y_plane(result), protocol.border)
-              for name, result in results.items()}
-    panels = [("Ground truth", picture.display_rgb(truth))]
-    panels += [(f"{name}\nPSNR {psnr:.2f} dB, SSIM {ssim:.4f}", picture.display_rgb(result))
-               for (name, result), (psnr, ssim) in zip(results.items(), scores.values())]
-    outputs.write_files({figure_path: figure.comparison_png(panels)})
-    return DegradeResult(Path(figure_path), scores)
-
-
 # --------------------------------------------------------------------------- many inputs
 
 def run(jobs, model, tile_size=tiles.DEFAULT_TILE_SIZE, degradation="paper", progress=True):
@@ -206,7 +161,7 @@ def run(jobs, model, tile_size=tiles.DEFAULT_TILE_SIZE, degradation="paper", pro
             yield job, video.predict_video(model, job.source, job.outputs[0], tile_size,
                                            progress)
         elif job.kind == "degrade":
-            yield job, predict_degraded(model, job.source, job.outputs[0], degradation,
-                                        tile_size)
+            yield job, degraded.predict_degraded(model, job.source, job.outputs[0],
+                                                 degradation, tile_size)
         else:
             yield job, predict_image(model, job.source, *job.outputs, tile_size)

@@ -13,8 +13,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from runner import config, net, plot, snapshot, train_log
+from runner.config import loading
 from runner.errors import UserError
+from runner.files import snapshot
+from runner.net import feeds
+from runner.score import plot
+from runner.train import train_log
 
 DEFAULT_FOLDER = Path("results/models")
 
@@ -27,7 +31,7 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     state_path = Path(state_path)
     state = snapshot.load_solverstate(state_path)
     model_path = snapshot.model_of(state_path, state)
-    setup = config.solver_setup_from_texts(state.solver_source, state.solver_text,
+    setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
                                            state.net_files)
     log_text, log_records = train_log.log_paths(setup.solver.snapshot_prefix)
     if not log_records.is_file():
@@ -39,7 +43,7 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     try:
         files = {f"solver{Path(state.solver_source).suffix}": state.solver_text,
                  **{Path(path).name: text for path, text in state.net_files}}
-        data_attributes = net.train_data_attributes(setup.train_net, setup.net_sources[0][0])
+        data_attributes = feeds.train_data_attributes(setup.train_net, setup.net_sources[0][0])
         if "prep_config" in data_attributes:
             files["prep.yaml"] = str(data_attributes["prep_config"])
         for file_name, text in files.items():

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from runner import deploy, net
 from runner.errors import UserError
+from runner.infer import deploy
+from runner.net import builder, feeds, structure
 
 # The fed input size when the net's HDF5 source cannot be read: a 7x7 LR patch, one channel.
 FALLBACK_INPUT_SIZE = (7, 7)
@@ -21,7 +22,7 @@ FALLBACK_INPUT_SIZE = (7, 7)
 
 def _loss_readers(layers):
     """{blob: the loss layer that reads it} for blobs read only by loss layers (labels)."""
-    computing = {bottom for layer in layers if layer.type not in net.FED_LAYERS
+    computing = {bottom for layer in layers if layer.type not in feeds.FED_LAYERS
                  and not deploy.is_loss(layer) for bottom in layer.bottom}
     return {bottom: layer for layer in layers if deploy.is_loss(layer)
             for bottom in layer.bottom if bottom not in computing}
@@ -30,11 +31,11 @@ def _loss_readers(layers):
 def _assumed_shapes(net_param, source, batch, tops, input_size):
     """Shapes for fed tops without readable data: one-channel inputs of `input_size`, and each
     label shaped like the prediction its loss layer compares it with."""
-    labels = _loss_readers(net.phase_layers(net_param, "TRAIN", source))
+    labels = _loss_readers(structure.phase_layers(net_param, "TRAIN", source))
     shapes = {top: (batch, 1, *input_size) for top in tops if top not in labels}
     if any(top in labels for top in tops):
         deployed = deploy.deploy_net(net_param, "TRAIN", source, tuple(input_size))
-        module = net.Net(deployed, "TEST", source)
+        module = builder.Net(deployed, "TEST", source)
         blob_shapes = {top: shape for (_, _, top_shapes, _), layer
                        in zip(module.output_shapes(), module.layer_params)
                        for top, shape in zip(layer.top, top_shapes)}
@@ -50,8 +51,8 @@ def _hdf5_shapes(layer, net_param, source, batch, input_size):
     given; assumed (FALLBACK_INPUT_SIZE) when the file cannot be read."""
     if input_size is None:
         try:
-            feeds = net.hdf5_feeds(layer, source, list(layer.top))
-            return {top: (batch, *feed.shape[1:]) for top, feed in feeds.items()}
+            found = feeds.hdf5_feeds(layer, source, list(layer.top))
+            return {top: (batch, *feed.shape[1:]) for top, feed in found.items()}
         except UserError:
             try:
                 return _assumed_shapes(net_param, source, batch, layer.top, FALLBACK_INPUT_SIZE)
@@ -67,12 +68,12 @@ def feed_shapes(net_param, source, batch=None, input_size=None):
     the layer's source list (else assumed), Input tops from the net; `batch` replaces N and
     `input_size` (H, W) replaces the data's size."""
     shapes = {}
-    for layer in net.phase_layers(net_param, "TRAIN", source):
+    for layer in structure.phase_layers(net_param, "TRAIN", source):
         if layer.type == "HDF5Data":
             size = batch or layer.hdf5_data_param.batch_size or 1
             shapes.update(_hdf5_shapes(layer, net_param, source, size, input_size))
         elif layer.type == "Input":
-            for top, feed in net.input_feeds(layer, source, list(layer.top)).items():
+            for top, feed in feeds.input_feeds(layer, source, list(layer.top)).items():
                 shape = (batch or feed.shape[0], *feed.shape[1:])
                 shapes[top] = shape[:2] + tuple(input_size) if input_size else shape
     return shapes
@@ -107,7 +108,7 @@ class _Clock:
 
 def _steps(module):
     """(layer parameter, layer module) of each computing layer, in file order."""
-    computing = [layer for layer in module.layer_params if layer.type not in net.FED_LAYERS]
+    computing = [layer for layer in module.layer_params if layer.type not in feeds.FED_LAYERS]
     return list(zip(computing, module.layers, strict=True))
 
 
@@ -164,7 +165,7 @@ def time_net(net_param, source, iterations=50, batch=None, device="cpu", input_s
     device = deploy.torch_device(device)
     shapes = feed_shapes(net_param, source, batch, input_size)
     generator = torch.Generator().manual_seed(seed)
-    module = net.Net(net_param, "TRAIN", source, generator, input_shapes=shapes).to(device)
+    module = builder.Net(net_param, "TRAIN", source, generator, input_shapes=shapes).to(device)
     feeds = {name: torch.rand(shape, generator=generator).to(device)
              for name, shape in shapes.items()}
     steps = _steps(module)

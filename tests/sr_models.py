@@ -4,7 +4,7 @@
 - `bicubic_like`: an edit that routes the LR pixel through channel 0 of every layer (Y values are
   positive, so PReLU passes them unchanged) into a deconvolution kernel that is MATLAB's bicubic x3
   response, truncated to the 9x9 taps the kernel has: close to bicubic, below it.
-- `trained_model`: a real quick training run (`runner.solver.train`, fine-tuning from the
+- `trained_model`: a real quick training run (`runner.train.solver.train`, fine-tuning from the
   bicubic-like start) on HDF5 data made by the prep package; cached for the test session.
 """
 from pathlib import Path
@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prep import matlab, pipeline
-from runner import config, deploy, net, schema, snapshot
-from runner.solver import TrainOptions, train
+from prep import pipeline
+from runner.config import loading, schema
+from runner.files import snapshot
+from runner.imaging import matlab
+from runner.infer import deploy
+from runner.net import builder
+from runner.train.solver import TrainOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FSRCNN_NET = ROOT / "configs" / "fsrcnn_net.yaml"
@@ -24,8 +28,8 @@ def save_initial_model(path, net_file=FSRCNN_NET, seed=0, edit=None, net_text=No
     """A .model of a net file's deploy form with seeded filler weights, `edit`ed in place;
     `scale`: the training data's, as the solver records it (0: not known)."""
     text = net_text or Path(net_file).read_text()
-    param = config.parse_config(schema.NetParameter, text, str(net_file))
-    module = net.Net(deploy.deploy_net(param), "TEST",
+    param = loading.parse_config(schema.NetParameter, text, str(net_file))
+    module = builder.Net(deploy.deploy_net(param), "TEST",
                      generator=torch.Generator().manual_seed(seed))
     blobs = {layer: [blob.detach().numpy().copy() for blob in layer_blobs]
              for layer, layer_blobs in module.blobs_by_layer().items()}
@@ -101,6 +105,6 @@ def trained_model(folder, iterations=300):
     solver_file = folder / "solver.yaml"
     solver_file.write_text(TRAIN_SOLVER.format(net=net_file, iterations=iterations,
                                                prefix=folder / "run" / "fsrcnn"))
-    train(config.load_solver(solver_file), TrainOptions(log=False), weights=start)
+    train(loading.load_solver(solver_file), TrainOptions(log=False), weights=start)
     _TRAINED[iterations] = snapshot.newest_snapshot(folder / "run" / "fsrcnn")
     return _TRAINED[iterations]

@@ -9,8 +9,11 @@ import torch
 
 from helpers import TINY_NET, assert_one_line_error, tiny_run
 from in_process import run_main
-from prep import datasets, matlab
-from runner import caffe_model, caffe_proto, deploy, export, schema, snapshot, tiles
+from runner import export
+from runner.config import caffe_proto, schema
+from runner.files import caffe_model, snapshot
+from runner.imaging import datasets, matlab
+from runner.infer import deploy, tiles
 from sr_models import FSRCNN_NET, ROOT, save_initial_model
 
 BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
@@ -50,7 +53,7 @@ def export_model(folder, net_file=FSRCNN_NET, net_text=None, name="fsrcnn"):
 
 
 def opencv_output(prototxt, caffemodel, model, plane):
-    """OpenCV's Caffe importer on the plane, fed and cropped as runner/tiles.py feeds our net."""
+    """OpenCV's Caffe importer on the plane, fed and cropped as runner/infer/tiles.py feeds our net."""
     if model.upsamples_first:
         plane = matlab.imresize(plane, model.scale).astype(np.float32)
     geometry = model.geometry

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import caffe_proto, config, schema
+from runner.config import caffe_proto, loading, schema
 from runner.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +51,8 @@ def test_tutorial_solver_prototxt_parses_unchanged():
 
 def test_yaml_and_prototxt_give_the_same_solver(tmp_path):
     yaml_text = "\n".join(line.replace('"', "") for line in TUTORIAL_SOLVER.splitlines())
-    from_yaml = config.parse_config(schema.SolverParameter, yaml_text, "solver.yaml")
-    from_proto = config.parse_config(schema.SolverParameter, TUTORIAL_SOLVER, "solver.prototxt")
+    from_yaml = loading.parse_config(schema.SolverParameter, yaml_text, "solver.yaml")
+    from_proto = loading.parse_config(schema.SolverParameter, TUTORIAL_SOLVER, "solver.prototxt")
     assert from_yaml == from_proto
 
 
@@ -64,9 +64,9 @@ def test_schema_round_trips_through_protobuf():
 
 
 def test_committed_proto_file_is_generated_from_the_schema():
-    committed = (ROOT / "runner" / "proto" / "srcaffe.proto").read_text()
+    committed = (ROOT / "runner" / "config" / "proto" / "srcaffe.proto").read_text()
     assert committed == caffe_proto.proto_source() + "\n", \
-        "regenerate runner/proto/srcaffe.proto from runner.caffe_proto.proto_source()"
+        "regenerate runner/config/proto/srcaffe.proto from runner.config.caffe_proto.proto_source()"
 
 
 def test_field_numbers_are_caffes():
@@ -92,7 +92,7 @@ def test_field_numbers_are_caffes():
 ])
 def test_bad_yaml_solver_gives_one_line(text, message):
     with pytest.raises(UserError) as raised:
-        config.parse_config(schema.SolverParameter, text, "configs/s.yaml")
+        loading.parse_config(schema.SolverParameter, text, "configs/s.yaml")
     line = str(raised.value)
     assert line.startswith("configs/s.yaml: ") and "\n" not in line
     assert message in line
@@ -105,39 +105,39 @@ def test_bad_yaml_solver_gives_one_line(text, message):
 ])
 def test_bad_prototxt_solver_gives_one_line(text, message):
     with pytest.raises(UserError) as raised:
-        config.parse_config(schema.SolverParameter, text, "s.prototxt")
+        loading.parse_config(schema.SolverParameter, text, "s.prototxt")
     assert str(raised.value).startswith("s.prototxt: ") and message in str(raised.value)
 
 
 def test_unknown_layer_type_is_named():
     text = 'layer { name: "pool" type: "Pooling" }'
     with pytest.raises(UserError, match="layer\\[0\\].type: 'Pooling' is not one of"):
-        config.parse_config(schema.NetParameter, text, "n.prototxt")
+        loading.parse_config(schema.NetParameter, text, "n.prototxt")
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(UserError, match="no such file"):
-        config.load(schema.SolverParameter, tmp_path / "absent.yaml")
+        loading.load(schema.SolverParameter, tmp_path / "absent.yaml")
 
 
 def test_solver_cross_checks(tmp_path):
     with pytest.raises(UserError, match="stepsize must be positive"):
-        config.check_solver(schema.SolverParameter(lr_policy="step"), "s.yaml")
+        loading.check_solver(schema.SolverParameter(lr_policy="step"), "s.yaml")
     with pytest.raises(UserError, match="lr_policy is required"):
-        config.check_solver(schema.SolverParameter(), "s.yaml")
+        loading.check_solver(schema.SolverParameter(), "s.yaml")
 
 
 def test_solver_names_nets_relative_to_itself(tmp_path):
     (tmp_path / "net.yaml").write_text("name: tiny\nlayer: []\n")
     (tmp_path / "solver.yaml").write_text("net: net.yaml\nlr_policy: fixed\nmax_iter: 3\n")
-    setup = config.load_solver(tmp_path / "solver.yaml")
+    setup = loading.load_solver(tmp_path / "solver.yaml")
     assert setup.train_net.name == "tiny"
     assert setup.solver.snapshot_prefix == str(tmp_path / "solver")
     assert setup.net_sources[0][0] == "net.yaml"
 
 
 def test_schema_choices_match_the_implementations():
-    from runner import lr_policy, update_rules
+    from runner.train import lr_policy, update_rules
     assert set(schema.LR_POLICIES) == set(lr_policy.POLICIES)
     assert set(schema.SOLVER_TYPES) == set(update_rules.UPDATE_RULES)
 
@@ -147,12 +147,12 @@ SHIPPED_SOLVERS = sorted((ROOT / "configs").glob("*_solver.*"))
 
 @pytest.mark.parametrize("path", SHIPPED_SOLVERS, ids=lambda path: path.name)
 def test_shipped_solvers_and_their_nets_load(path):
-    setup = config.load_solver(path)
+    setup = loading.load_solver(path)
     assert setup.train_net.layer and setup.solver.snapshot_prefix.startswith("results/runs/")
 
 
 def test_shipped_yaml_and_prototxt_solvers_agree():
-    from_yaml, from_proto = (config.load_solver(ROOT / "configs" / f"fsrcnn_solver.{suffix}")
+    from_yaml, from_proto = (loading.load_solver(ROOT / "configs" / f"fsrcnn_solver.{suffix}")
                              for suffix in ("yaml", "prototxt"))
     assert from_yaml.solver == schema.SolverParameter(
         **{**vars(from_proto.solver), "net": "fsrcnn_net.yaml"})
@@ -169,7 +169,7 @@ def test_mappings_omit_what_is_at_its_default():
 
 
 def test_demo_resume_solver_only_raises_max_iter():
-    first, more = (config.load_solver(ROOT / "configs" / name).solver
+    first, more = (loading.load_solver(ROOT / "configs" / name).solver
                    for name in ("demo_solver.yaml", "demo_solver_more.yaml"))
     assert more.max_iter > first.max_iter and first.max_iter % first.snapshot == 0
     assert schema.SolverParameter(**{**vars(more), "max_iter": first.max_iter}) == first

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, assert_one_line_error, tiny_run
-from runner import cli, config, snapshot
-from runner.solver import TrainOptions, train
+from runner import cli
+from runner.config import loading
+from runner.files import snapshot
+from runner.train.solver import TrainOptions, train
 
 ITERATIONS = 20
 BATCH = 8                                  # the tiny net's batch_size: per process with 2
@@ -58,7 +60,7 @@ def records(prefix):
 def one_process(tmp_path_factory):
     """The reference: one process at batch 2B, snapshots at 10 and 20 (in this process)."""
     folder = tmp_path_factory.mktemp("one_process")
-    train(config.load_solver(solver_with_batch(folder, 2 * BATCH)), TrainOptions(log=True))
+    train(loading.load_solver(solver_with_batch(folder, 2 * BATCH)), TrainOptions(log=True))
     return folder / "run" / "tiny"
 
 
@@ -95,7 +97,7 @@ def test_two_processes_step_like_one_at_twice_the_batch(one_process, two_process
 def test_two_process_snapshot_resumes_in_one_process(tmp_path, one_process, two_processes):
     prefix, _ = two_processes
     state_path = snapshot.snapshot_paths(prefix, 10)[1]
-    setup = config.load_solver(solver_with_batch(tmp_path, 2 * BATCH, prefix="resumed/tiny"))
+    setup = loading.load_solver(solver_with_batch(tmp_path, 2 * BATCH, prefix="resumed/tiny"))
     resumed = train(setup, TrainOptions(log=False),
                     resume_from=(state_path, snapshot.load_solverstate(state_path)))
     assert resumed.iteration == ITERATIONS

@@ -1,4 +1,4 @@
-"""`runner test`: the papers' protocol through runner/evaluate.py, the published bicubic table,
+"""`runner test`: the papers' protocol through runner/score/evaluate.py, the published bicubic table,
 reports, and a trained model beating bicubic."""
 import csv
 
@@ -7,9 +7,10 @@ import pytest
 
 from helpers import assert_one_line_error, run_cli
 from in_process import run_main
-from prep import matlab
-from runner import deploy, evaluate
 from runner.errors import UserError
+from runner.imaging import matlab
+from runner.infer import deploy
+from runner.score import evaluate
 from sr_models import save_initial_model, trained_model
 
 # Bicubic baselines published with SRCNN / FSRCNN (mean Y PSNR in dB over each set) ...

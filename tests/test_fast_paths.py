@@ -1,5 +1,5 @@
-"""The fast paths (runner/fast_paths.py) compute what the plain layers compute, and the bench's
-pieces (runner/bench.py) run, on tiny sizes (nothing here is timed)."""
+"""The fast paths (runner/net/fast_paths.py) compute what the plain layers compute, and the bench's
+pieces (runner/bench/) run, on tiny sizes (nothing here is timed)."""
 import math
 
 import cv2
@@ -9,8 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_run, write_h5
-from prep import datasets, matlab
-from runner import bench, config, deploy, fast_paths, net, schema, tiles
+from runner.bench import prediction, suite, training
+from runner.config import loading, schema
+from runner.imaging import datasets, matlab
+from runner.infer import deploy, tiles
+from runner.net import builder, fast_paths
+from runner.net.layers import convolution
 from sr_models import ROOT, save_initial_model, stronger_deconvolution
 
 BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
@@ -136,7 +140,7 @@ def model_file(tmp_path_factory):
 
 
 def convolution_weights(module):
-    return [layer.weight for layer in module.layers if isinstance(layer, net.Convolution)]
+    return [layer.weight for layer in module.layers if isinstance(layer, convolution.Convolution)]
 
 
 def test_inference_model_uses_channels_last_on_the_cpu_unless_disabled(model_file):
@@ -168,13 +172,13 @@ def test_fast_prediction_of_a_set5_image_equals_the_plain_layers(model_file):
 
 def test_fast_training_step_equals_the_plain_layers():
     """One forward/backward of the FSRCNN train net: loss and every gradient agree."""
-    param = config.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
+    param = loading.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
     shapes = {"data": (16, 1, 7, 7), "label": (16, 1, 21, 21)}
     generator = torch.Generator().manual_seed(3)
     batch = {name: torch.rand(shape, generator=generator) for name, shape in shapes.items()}
 
     def gradients():
-        train = fast_paths.preferred_layout(net.Net(
+        train = fast_paths.preferred_layout(builder.Net(
             param, "TRAIN", input_shapes=shapes, generator=torch.Generator().manual_seed(0)),
             "cpu")
         train.blobs_by_layer()["deconv"][0].data *= 30      # outputs of a useful size
@@ -203,8 +207,8 @@ def test_preferred_layout_and_kept_memory():
 def test_training_cost_counts_the_papers_multiply_adds():
     # FSRCNN(56,12,4): 12,464 multiply-adds per LR pixel forward (the paper); a 7x7 sample;
     # backward: weight gradients 12,464 more, input gradients 12,464 less conv1's 5*5*56
-    param = config.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
-    cost = bench.training_cost(param, "fsrcnn_net.yaml", (7, 7))
+    param = loading.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
+    cost = training.training_cost(param, "fsrcnn_net.yaml", (7, 7))
     assert cost.forward == 12_464 * 49
     assert cost.backward == (2 * 12_464 - 5 * 5 * 56) * 49
     assert cost.flops == 2 * 49 * (3 * 12_464 - 1_400)
@@ -212,16 +216,16 @@ def test_training_cost_counts_the_papers_multiply_adds():
 
 def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
     solver = tiny_run(tmp_path)
-    sizes = bench.Sizes(repeats=1, batch=4, our_iterations=2, reference_batches=2,
+    sizes = suite.Sizes(repeats=1, batch=4, our_iterations=2, reference_batches=2,
                         matmul_size=32, matmuls=1, image_size=12, frame_size=(6, 10),
                         predictions=1, prep_runs=0, reference_workers=0)
-    results = bench.run(sizes, threads=1, solver_path=solver, log=lambda line: None)
+    results = suite.run(sizes, threads=1, solver_path=solver, log=lambda line: None)
     assert all(value > 0 for values in results.training.values() for value in values)
     assert results.cost.forward > 0 and results.peak[0] > 0
     tasks = [task for task, _, _, _ in results.predictions]
     assert tasks[0].startswith("FSRCNN x3, 12x12 -> 36x36")
-    assert bench.SHIPPED_CONTENDER in results.predictions[0][2]     # the shipped x3 as well
-    text = bench.report(results)
+    assert prediction.SHIPPED_CONTENDER in results.predictions[0][2]     # the shipped x3 as well
+    text = suite.report(results)
     for heading in ("## Training", "runner train / reference loop", "of the matmul peak",
                     "torch.profiler", "## Super-resolving", "torch.set_num_threads(1)",
                     "fast paths off"):
@@ -230,27 +234,27 @@ def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
 
 def test_reference_dataset_opens_the_file_per_sample(tmp_path):
     path = write_h5(tmp_path / "set.h5", 5, seed=0)
-    dataset = bench.PerSampleHDF5(path)
+    dataset = training.PerSampleHDF5(path)
     low, high = dataset[3]
     assert len(dataset) == 5 and low.shape == (1, 7, 7) and high.shape == (1, 21, 21)
-    model = bench.reference_fsrcnn()
+    model = training.reference_fsrcnn()
     assert model(torch.from_numpy(low)[None]).shape == (1, 1, 21, 21)
 
 
 def test_our_prediction_gives_the_8_bit_result(tmp_path):
-    path, _ = bench.model_file(tmp_path / "none.model", ROOT / "configs" / "fsrcnn_s_net.yaml",
+    path, _ = prediction.model_file(tmp_path / "none.model", ROOT / "configs" / "fsrcnn_s_net.yaml",
                                tmp_path)
     model = deploy.load_for_inference(path)
-    frame = bench.sample_frame(6, 10)
-    assert bench.our_prediction(model, frame).shape == (18, 30, 3)
-    assert bench.our_prediction(model, bench.sample_image(8)).dtype == np.uint8
-    opencv = bench.opencv_model(*bench.OPENCV_FSRCNN_S)
+    frame = prediction.sample_frame(6, 10)
+    assert prediction.our_prediction(model, frame).shape == (18, 30, 3)
+    assert prediction.our_prediction(model, prediction.sample_image(8)).dtype == np.uint8
+    opencv = prediction.opencv_model(*prediction.OPENCV_FSRCNN_S)
     if opencv is not None:
         assert opencv.upsample(frame).shape == (18, 30, 3)
 
 
 def test_with_batch_size_sets_every_data_layer():
-    param = config.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
-    changed = bench.with_batch_size(param, 8)
+    param = loading.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
+    changed = training.with_batch_size(param, 8)
     assert [layer.hdf5_data_param.batch_size for layer in changed.layer
             if layer.type == "HDF5Data"] == [8, 8]

@@ -3,8 +3,11 @@ import pytest
 
 from helpers import assert_one_line_error, tiny_run
 from in_process import run_main
-from runner import config, deploy, inspect, schema, snapshot, timing
-from runner.solver import TrainOptions, train
+from runner import inspect, timing
+from runner.config import loading, schema
+from runner.files import snapshot
+from runner.infer import deploy
+from runner.train.solver import TrainOptions, train
 from sr_models import ROOT, save_initial_model
 
 FSRCNN_NET = ROOT / "configs" / "fsrcnn_net.yaml"
@@ -38,7 +41,7 @@ def test_fsrcnn_s_has_3937_weights(tmp_path):
 
 
 def test_solverstate_names_its_model_and_whether_it_matches(tmp_path):
-    train(config.load_solver(tiny_run(tmp_path, max_iter=4, snapshot=0)), TrainOptions(log=False))
+    train(loading.load_solver(tiny_run(tmp_path, max_iter=4, snapshot=0)), TrainOptions(log=False))
     model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 4)
     report = inspect.inspect_file(state_path, (7, 7))
     assert (report.iteration, report.model_path, report.model_present,
@@ -75,7 +78,7 @@ def test_deploy_net_drops_label_loss_and_what_depends_on_them():
     text = FSRCNN_NET.read_text() + (
         "  - {name: label_conv, type: Convolution, bottom: label, top: label_conv,\n"
         "     convolution_param: {num_output: 1, kernel_size: 1}}\n")
-    trained = config.parse_config(schema.NetParameter, text, "net.yaml")
+    trained = loading.parse_config(schema.NetParameter, text, "net.yaml")
     deployed = deploy.deploy_net(trained, input_size=(5, 6))
     names = [layer.name for layer in deployed.layer]
     assert names[0] == "data" and "loss" not in names and "label_conv" not in names
@@ -89,7 +92,7 @@ def test_deploy_net_drops_label_loss_and_what_depends_on_them():
 # --------------------------------------------------------------------------- caffe time
 
 def test_time_reports_every_layer_forward_and_backward():
-    net_param = config.load(schema.NetParameter, FSRCNN_NET)
+    net_param = loading.load(schema.NetParameter, FSRCNN_NET)
     result = timing.time_net(net_param, str(FSRCNN_NET), iterations=2, batch=4,
                              input_size=(7, 7))
     assert [layer.name for layer in result.layers][:2] == ["conv1", "prelu1"]

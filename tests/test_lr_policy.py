@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from runner.lr_policy import current_step, learning_rate
+from runner.train.lr_policy import current_step, learning_rate
 
 
 def solver(lr_policy, **fields):

@@ -7,8 +7,16 @@ import cv2
 import numpy as np
 import pytest
 
-from prep.matlab import imresize, modcrop, rgb2y, rgb2ycbcr, to_uint8, y_channel, ycbcr2rgb
-from runner.metrics import psnr, shave, ssim
+from runner.imaging.matlab import (
+    imresize,
+    modcrop,
+    rgb2y,
+    rgb2ycbcr,
+    to_uint8,
+    y_channel,
+    ycbcr2rgb,
+)
+from runner.score.metrics import psnr, shave, ssim
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SR_DATA", REPO_ROOT / ".." / "shared" / "data"))

@@ -8,16 +8,20 @@ import pytest
 import torch
 
 from helpers import ROOT
-from runner import config, fillers, schema
+from runner.config import loading, schema
 from runner.errors import UserError
-from runner.net import FED_LAYERS, LAYERS, Net, scale_of
+from runner.net import fillers
+from runner.net.builder import Net
+from runner.net.feeds import FED_LAYERS
+from runner.net.layers.registry import LAYERS
+from runner.net.structure import scale_of
 
 CONFIGS = ROOT / "configs"
 LR_SHAPES = {"data": (2, 1, 7, 7), "label": (2, 1, 21, 21)}
 
 
 def load(name):
-    return config.load(schema.NetParameter, CONFIGS / name)
+    return loading.load(schema.NetParameter, CONFIGS / name)
 
 
 def load_text(name):
@@ -25,7 +29,7 @@ def load_text(name):
 
 
 def build(text, phase="TRAIN", seed=0, input_shapes=None, source="net.yaml"):
-    net_param = config.parse_config(schema.NetParameter, text, source)
+    net_param = loading.parse_config(schema.NetParameter, text, source)
     return Net(net_param, phase, source, torch.Generator().manual_seed(seed), input_shapes)
 
 
@@ -327,7 +331,7 @@ def test_unknown_layer_type_is_refused_by_the_schema(tmp_path):
     path.write_text("layer:\n  - {name: conv1, type: Convolutoin, bottom: data, top: c}\n")
     with pytest.raises(UserError, match=r"layer\[0\]\.type: 'Convolutoin' is not one of .*"
                                         r"did you mean 'Convolution'"):
-        config.load(schema.NetParameter, path)
+        loading.load(schema.NetParameter, path)
 
 
 @pytest.mark.parametrize("param, problem", [

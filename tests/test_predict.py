@@ -9,9 +9,11 @@ from PIL import Image
 
 from helpers import assert_one_line_error, run_cli
 from in_process import run_main
-from prep import datasets, matlab
-from runner import colour, deploy, picture, predict, tiles
+from runner import predict
 from runner.errors import UserError
+from runner.imaging import datasets, matlab, picture
+from runner.infer import colour, deploy, tiles
+from runner.score import degraded
 from sr_models import ROOT, save_initial_model, stronger_deconvolution, trained_model
 
 BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
@@ -179,19 +181,19 @@ def test_degrade_writes_the_figure_and_the_trained_net_beats_bicubic(tmp_path_fa
     assert figure.shape[1] > 3 * 256 and figure.shape[0] > 256
     line = result.stdout.strip().splitlines()[-1]
     assert "bicubic PSNR" in line and "FSRCNN-56_12_4 PSNR" in line and str(figure_path) in line
-    scores = predict.predict_degraded(deploy.load_for_inference(snapshot_path), BUTTERFLY,
+    scores = degraded.predict_degraded(deploy.load_for_inference(snapshot_path), BUTTERFLY,
                                       out / "again.png")
     assert scores.scores["FSRCNN-56_12_4"][0] > scores.scores["bicubic"][0]
 
 
 def test_tutorial_degradation_is_blur_then_cv2_resize():
     image = picture.from_array(smooth_image(31, 20, 3), "synthetic")
-    truth, low = predict.degrade(image, 3, "tutorial")
+    truth, low = degraded.degrade(image, 3, "tutorial")
     assert truth.size == (30, 18) and low.size == (10, 6)
     blurred = cv2.GaussianBlur(truth.pixels, (5, 5), 0)
     np.testing.assert_allclose(low.pixels, cv2.resize(blurred, (6, 10),
                                                       interpolation=cv2.INTER_CUBIC))
-    _, paper = predict.degrade(image, 3, "paper")
+    _, paper = degraded.degrade(image, 3, "paper")
     np.testing.assert_allclose(paper.pixels, matlab.imresize(truth.pixels, 1 / 3))
 
 

@@ -10,12 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
-from prep import datasets, images, pipeline, subimages
-from prep.matlab import imresize, modcrop, to_uint8
-from runner import config
-from runner.errors import UserError
-from runner.schema import PrepConfig
 from helpers import ROOT, assert_one_line_error, run_cli
+from in_process import run_main
+from prep import pipeline, subimages
+from runner.config import loading
+from runner.config.schema import PrepConfig
+from runner.errors import UserError
+from runner.imaging import datasets, images
+from runner.imaging.matlab import imresize, modcrop, to_uint8
 
 DATA_ROOT = datasets.data_root()
 
@@ -336,6 +338,59 @@ def test_fetch_offline_is_one_line(tmp_path):
                           "no dataset 'Dmeo'", "did you mean 'Demo'")
 
 
+
+@pytest.fixture
+def nothing_chosen(tmp_path, monkeypatch):
+    """No SR_DATA, no ../shared/data, a download cache under tmp_path, and a listing whose
+    dataset 'Good' lies behind file:// URLs; returns (server folder, cache folder)."""
+    server = make_dataset(tmp_path, "server", {"a.png": smooth_colour_image(60, 45),
+                                               "b.bmp": smooth_colour_image(42, 42, seed=1)})
+    listing = tmp_path / "datasets.yaml"
+    listing.write_text(f"Good:\n  base_url: {server.as_uri()}/\n  files:\n" + "".join(
+        f"    {path.name}: {hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+        for path in sorted(server.iterdir())))
+    monkeypatch.delenv("SR_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_ROOT", tmp_path / "absent")
+    monkeypatch.setattr(datasets, "LISTING", listing)
+    return server, tmp_path / "cache" / "srcaffe" / "datasets"
+
+
+def test_with_no_data_chosen_prep_and_runner_test_fetch_what_they_need(nothing_chosen, tmp_path,
+                                                                        capfd):
+    server, cache = nothing_chosen
+    config = write_config(tmp_path / "prep.yaml", tmp_path / "out")
+    pipeline.prepare(loading.load(PrepConfig, config), source=config)
+    fetched = capfd.readouterr().err.strip().splitlines()
+    assert fetched == [f"SR_DATA is not set and {tmp_path / 'absent'} is absent: fetching Good "
+                       f"into {cache} (sha256 verified)"]
+    assert sorted(path.name for path in (cache / "Good").iterdir()) == ["a.png", "b.bmp"]
+    assert (tmp_path / "out" / "train.h5").is_file()
+    result = run_main(capfd, "test", "--bicubic-only", "--sets", "Good", "--scale", "3",
+                      "--out", tmp_path / "report")
+    assert result.returncode == 0 and "fetching" not in result.stderr, result.stderr
+    assert "| Good | 2 |" in (tmp_path / "report" / "bicubic_x3.md").read_text()
+
+
+def test_an_interrupted_fetch_resumes_and_a_bad_file_is_never_kept(nothing_chosen):
+    server, cache = nothing_chosen
+    (cache / "Good").mkdir(parents=True)
+    (cache / "Good" / "a.png").write_bytes((server / "a.png").read_bytes())
+    (server / "b.bmp").write_bytes(b"tampered")
+    with pytest.raises(UserError) as error:
+        datasets.dataset_folder("Good")
+    assert "sha256 mismatch" in error.value.problem
+    assert sorted(path.name for path in (cache / "Good").iterdir()) == ["a.png"]
+
+
+def test_an_explicit_sr_data_lacking_a_dataset_is_still_an_error(nothing_chosen, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("SR_DATA", str(tmp_path / "mine"))
+    with pytest.raises(UserError) as error:
+        datasets.dataset_folder("Good")
+    assert error.value.where == str(tmp_path / "mine" / "Good")
+    assert not (tmp_path / "cache").exists()
+
 # --------------------------------------------------------------------------- the CLI, bad input
 
 def write_config(path, output, text=""):
@@ -448,6 +503,6 @@ def test_cli_missing_config_file(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("prep_*.yaml")),
                          ids=lambda path: path.name)
 def test_shipped_prep_configs_are_valid(path):
-    prep_config = config.load(PrepConfig, path)
+    prep_config = loading.load(PrepConfig, path)
     subimages.check_config(prep_config, path)
     assert prep_config.output_dir.startswith("results/data/")

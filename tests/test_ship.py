@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 
 from helpers import assert_one_line_error, run_cli, tiny_run
-from runner import snapshot
+from runner.files import snapshot
 
 
 def mark_scale(h5_path, scale):

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, run_cli, tiny_run, write_h5
-from runner import config, snapshot
-from runner.solver import Solver, TrainOptions, train
+from runner.config import loading
+from runner.files import snapshot
+from runner.train.solver import Solver, TrainOptions, train
 
 QUIET = TrainOptions(log=False)
 
@@ -32,27 +33,27 @@ def assert_same_weights(first, second):
 
 @pytest.mark.parametrize("solver_type", ["SGD", "Adam"])
 def test_resume_gives_identical_weights(tmp_path, solver_type):
-    straight = train(config.load_solver(tiny_run(tmp_path, 20, 0, solver_type, "a/run")), QUIET)
+    straight = train(loading.load_solver(tiny_run(tmp_path, 20, 0, solver_type, "a/run")), QUIET)
     half = tiny_run(tmp_path, 10, 10, solver_type, "b/run")
-    train(config.load_solver(half), QUIET)
+    train(loading.load_solver(half), QUIET)
     state_path = tmp_path / "b" / "run_iter_10.solverstate"
     state = snapshot.load_solverstate(state_path)
     # the tutorial's case: the solver file edited to a larger max_iter, then resumed
-    longer = config.load_solver(tiny_run(tmp_path, 20, 10, solver_type, "b/run"))
+    longer = loading.load_solver(tiny_run(tmp_path, 20, 10, solver_type, "b/run"))
     resumed = train(longer, QUIET, resume_from=(state_path, state))
     assert resumed.iteration == 20
     assert_same_weights(final_weights(straight), final_weights(resumed))
 
 
 def test_same_seed_gives_same_run(tmp_path):
-    runs = [train(config.load_solver(tiny_run(tmp_path, 8, 0, prefix=f"{name}/run")), QUIET)
+    runs = [train(loading.load_solver(tiny_run(tmp_path, 8, 0, prefix=f"{name}/run")), QUIET)
             for name in "ab"]
     assert_same_weights(*map(final_weights, runs))
 
 
 def test_snapshot_pair_and_contents(tmp_path):
     solver_file = tiny_run(tmp_path, 20, 10)
-    train(config.load_solver(solver_file), QUIET)
+    train(loading.load_solver(solver_file), QUIET)
     for iteration in (10, 20):
         model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", iteration)
         assert model_path.is_file() and state_path.is_file()
@@ -68,7 +69,7 @@ def test_snapshot_pair_and_contents(tmp_path):
 
 
 def test_snapshots_load_without_pickle(tmp_path, monkeypatch):
-    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 10)
     for path in (model_path, state_path):
         assert path.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
@@ -193,7 +194,7 @@ def test_label_shape_that_does_not_match_the_net(tmp_path):
 
 
 def test_snapshot_of_a_different_net(tmp_path):
-    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
     (tmp_path / "other").mkdir()
     other = tiny_run(tmp_path / "other")
@@ -208,7 +209,7 @@ def test_snapshot_of_a_different_net(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "random"])
 def test_damaged_snapshot(tmp_path, damage):
-    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
     data = state_path.read_bytes()
     state_path.write_bytes(data[: len(data) // 2] if damage == "truncated"
@@ -218,7 +219,7 @@ def test_damaged_snapshot(tmp_path, damage):
 
 
 def test_changed_model_file_is_detected(tmp_path):
-    train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 10)
     with h5py.File(model_path, "a") as h5:
         h5["data/conv1/0"][0, 0, 0, 0] += 1
@@ -226,9 +227,9 @@ def test_changed_model_file_is_detected(tmp_path):
 
 
 def test_fine_tune_copies_layers_by_name(tmp_path):
-    source = train(config.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
+    source = train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     model_path = tmp_path / "run" / "tiny_iter_10.model"
-    solver = Solver(config.load_solver(tiny_run(tmp_path, 0, 0, prefix="ft/run")), QUIET)
+    solver = Solver(loading.load_solver(tiny_run(tmp_path, 0, 0, prefix="ft/run")), QUIET)
     copied = solver.copy_weights(model_path)
     assert set(copied) == {"conv1", "prelu1", "conv2", "prelu2", "deconv"}
     assert solver.started_from.startswith("Copied layers conv1, prelu1") and \
@@ -247,7 +248,7 @@ def test_fsrcnn_from_configs_learns_on_t91(tmp_path):
                        "snapshot_prefix": str(tmp_path / "fsrcnn")}.items():
         solver_text = "\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line
                                 for line in solver_text.splitlines())
-    setup = config.solver_setup_from_texts(
+    setup = loading.solver_setup_from_texts(
         str(ROOT / "configs" / "demo_solver.yaml"), solver_text,
         [(net_file.name, net_file.read_text())])
     before_loss, before_psnr = Solver(setup, QUIET).test(0)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from runner.update_rules import AdaDelta, Adam, make_update_rule
+from runner.train.update_rules import AdaDelta, Adam, make_update_rule
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

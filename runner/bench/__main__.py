@@ -1,0 +1,40 @@
+"""`python -m runner.bench`: run the benchmark suite and write results/bench.md."""
+import argparse
+import os
+from pathlib import Path
+
+from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
+from runner.bench.prep_time import ensure_prepared
+from runner.bench.suite import SOLVER, Sizes, report, run
+from runner.config import loading
+from runner.net import structure
+
+DEFAULT_REPORT = REPO_ROOT / "results" / "bench.md"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.bench",
+        description="how fast we train, super-resolve and prepare data, beside what people use")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="torch and OpenCV threads (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=Sizes.repeats,
+                        help="interleaved repetitions (default: %(default)s)")
+    parser.add_argument("--out", default=str(DEFAULT_REPORT),
+                        help="the Markdown report (default: results/bench.md)")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    os.chdir(REPO_ROOT)         # the solver and net files name their data relative to it
+    setup = loading.load_solver(SOLVER)
+    layer = next(layer for layer in structure.phase_layers(setup.train_net, "TRAIN")
+                 if layer.type == "HDF5Data")
+    ensure_prepared(layer.hdf5_data_param.source)
+    results = run(Sizes(repeats=args.repeats), args.threads)
+    text = report(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+    print(f"\n{text}\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

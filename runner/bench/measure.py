@@ -1,0 +1,75 @@
+"""How a comparison is measured and stated: contenders interleaved, rates timed, the machine's
+fp32 matmul peak, and ratio lines against the targets."""
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from runner.net import fast_paths
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Every core this process may use (the reference loop's DataLoader workers use them all too).
+# On a machine that other processes share, `--threads 1`: a second OpenMP thread makes every op
+# wait at its barrier whenever the other core is taken (measured: training 5x slower with 2
+# threads than with 1 while the load average was 3).
+DEFAULT_THREADS = len(os.sched_getaffinity(0))
+TARGETS = {"training_ratio": 25.0, "peak_fraction": 0.40, "prediction_ratio": 2.0}
+PLAIN = "fast paths off"
+
+
+def interleaved(contenders, repeats):
+    """{name: [rate of each repetition]}: every repetition runs each contender once, in turn,
+    so that the machine's load at the time weighs on all of them alike."""
+    rates = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, measure in contenders.items():
+            rates[name].append(measure())
+    return rates
+
+
+def timed_rate(work, count):
+    """count / seconds taken by work()."""
+    started = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - started)
+
+
+def without_fast_paths(build):
+    """The measurement build() makes, built and run with runner/net/fast_paths.py disabled: the
+    plain layers (F.conv_transpose2d) in PyTorch's default memory layout."""
+    with fast_paths.disabled():
+        measure = build()
+
+    def plain():
+        with fast_paths.disabled():
+            return measure()
+    return plain
+
+
+class MatmulPeak:
+    """GFLOP/s of `count` fp32 size x size matmuls: the most this machine computes."""
+
+    def __init__(self, size, count):
+        generator = torch.Generator().manual_seed(0)
+        self.a, self.b = (torch.randn(size, size, generator=generator) for _ in range(2))
+        self.out = torch.empty(size, size)
+        self.size, self.count = size, count
+        torch.mm(self.a, self.b, out=self.out)
+
+    def __call__(self):
+        def work():
+            for _ in range(self.count):
+                torch.mm(self.a, self.b, out=self.out)
+        return timed_rate(work, self.count * 2 * self.size ** 3) / 1e9
+
+
+def values_text(values, digits=0):
+    return ", ".join(f"{value:,.{digits}f}" for value in values)
+
+
+def ratio_line(what, ratio, target, unit="x"):
+    met = "met" if ratio >= target else "**not met**"
+    if unit == "%":
+        return f"- {what}: **{100 * ratio:.0f}%** (target at least {100 * target:.0f}%: {met})"
+    return f"- {what}: **{ratio:.2f}x** (target at least {target:g}x: {met})"

@@ -1,0 +1,44 @@
+"""`make prep` for T91 x3, the whole process, wall time."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import yaml
+
+from runner.bench.measure import REPO_ROOT, values_text
+
+PREP_CONFIG = REPO_ROOT / "configs" / "prep_x3.yaml"
+
+
+def prep_seconds(runs, folder, prep_config=PREP_CONFIG):
+    """Wall seconds of each whole `python -m prep --config <prep_x3>` process, writing into
+    `folder` instead of results/data (the config is otherwise the same)."""
+    settings = yaml.safe_load(Path(prep_config).read_text(encoding="utf-8"))
+    settings["output_dir"] = str(Path(folder) / "data")
+    copy = Path(folder) / Path(prep_config).name
+    copy.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "prep", "--config", str(copy)], cwd=REPO_ROOT,
+                       check=True, capture_output=True)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def ensure_prepared(source_list, prep_config=PREP_CONFIG):
+    """Run `make prep`'s command when the training data is missing."""
+    if Path(source_list).is_file():
+        return
+    print(f"{source_list} is missing: running python -m prep --config {prep_config}")
+    subprocess.run([sys.executable, "-m", "prep", "--config", str(prep_config)],
+                   cwd=REPO_ROOT, check=True)
+
+
+def prep_section(seconds):
+    return ["## Preparing data (`make prep`, T91 x3)", "",
+            f"`python -m prep --config configs/prep_x3.yaml`, the whole process: "
+            f"**{median(seconds):.2f} s** (median of {len(seconds)} runs: "
+            f"{values_text(seconds, 2)} s).", ""]

@@ -1,0 +1,108 @@
+"""Every measurement in one process, and the Markdown report of them."""
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+import cv2
+import torch
+
+from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
+from runner.bench.prediction import measure_prediction, prediction_section
+from runner.bench.prep_time import prep_seconds, prep_section
+from runner.bench.training import (
+    REFERENCE_WORKERS,
+    TrainingCost,
+    measure_training,
+    training_section,
+)
+
+SOLVER = REPO_ROOT / "configs" / "fsrcnn_solver.yaml"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement does; the defaults make `make bench` take a few minutes."""
+
+    repeats: int = 5                # interleaved repetitions of every comparison
+    batch: int = 128
+    our_iterations: int = 150       # training steps per repetition, ours
+    reference_batches: int = 15     # training steps per repetition, the reference loop
+    matmul_size: int = 2048
+    matmuls: int = 10               # matmuls per repetition of the peak measurement
+    image_size: int = 256           # LR side of the prediction image
+    frame_size: tuple = (180, 320)  # LR video frame, (height, width)
+    predictions: int = 4            # images (frames) per repetition
+    prep_runs: int = 3
+    reference_workers: int = REFERENCE_WORKERS
+
+
+@dataclass
+class Results:
+    threads: int
+    sizes: Sizes
+    load_before: tuple
+    load_after: tuple = None
+    training: dict = None           # name -> [samples/s]
+    peak: list = None               # [GFLOP/s]
+    cost: TrainingCost = None
+    input_size: tuple = None        # of one training sample (LR), (H, W)
+    solver: str = ""                # the solver file and its update rule, in words
+    profile: tuple = None           # (rows, milliseconds per step)
+    predictions: list = None        # (task, model description, {name: [per second]}, unit)
+    prep: list = None               # [seconds]
+
+
+def run(sizes=Sizes(), threads=DEFAULT_THREADS, solver_path=SOLVER, data_root=None, log=print):
+    """Every measurement, in one process; returns the Results. The solver file's train net
+    is ours; the reference loop reads the first .h5 file of its data layer. torch and OpenCV
+    run on `threads` threads meanwhile."""
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    try:
+        return _measure(sizes, threads, solver_path, data_root, log)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+def _measure(sizes, threads, solver_path, data_root, log):
+    results = Results(threads, sizes, os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="bench_") as folder:
+        measure_training(results, solver_path, Path(folder), log)
+        measure_prediction(results, Path(folder), data_root, log)
+        results.prep = prep_seconds(sizes.prep_runs, folder)
+        if results.prep:
+            log(f"make prep (T91 x3): {median(results.prep):.2f} s")
+    results.load_after = os.getloadavg()
+    return results
+
+
+def report(results):
+    sizes = results.sizes
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = ["# Benchmark (`make bench`)", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores; torch "
+             f"{torch.__version__}, OpenCV {cv2.__version__}. Threads set explicitly: "
+             f"`torch.set_num_threads({results.threads})` and `cv2.setNumThreads"
+             f"({results.threads})` (`--threads`), the same for every contender. Load "
+             f"average before and after: {results.load_before[0]:.1f}, "
+             f"{results.load_after[0]:.1f}: other processes share this machine, and while they "
+             "hold a core a second OpenMP thread stalls every op at its barrier (training ran "
+             "5x slower with 2 threads than with 1 at a load of 3): `--threads 1` there.", "",
+             f"Every comparison ran interleaved in one process, {sizes.repeats} repetitions; "
+             "the tables give medians, and each repetition's value.", ""]
+    lines += training_section(results)
+    lines += prediction_section(results)
+    if results.prep:
+        lines += prep_section(results.prep)
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""Read net, solver and prep files (YAML, or Caffe prototxt text) into validated schema objects."""
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from runner.config import caffe_proto, schema
+from runner.errors import UserError
+
+YAML_SUFFIXES = (".yaml", ".yml")
+PROTOTXT_SUFFIXES = (".prototxt", ".pt", ".txt")
+
+
+def read_text(path):
+    """A config file's text, or a UserError naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(path, "no such file") from None
+    except IsADirectoryError:
+        raise UserError(path, "is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise UserError(path, "not a text file") from None
+    except OSError as error:
+        raise UserError(path, error.strerror) from None
+
+
+def parse_config(message_class, text, source):
+    """Validate config text into `message_class`; the format follows the file name's suffix."""
+    suffix = Path(source).suffix.lower()
+    if suffix in PROTOTXT_SUFFIXES:
+        return caffe_proto.parse_text(message_class, text, source)
+    if suffix not in YAML_SUFFIXES:
+        raise UserError(source, f"unknown config format {suffix!r}: use "
+                        f"{', '.join(YAML_SUFFIXES + PROTOTXT_SUFFIXES)}")
+    try:
+        mapping = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(source, f"{where}invalid YAML: {problem}") from None
+    return schema.from_mapping(message_class, mapping, source)
+
+
+def load(message_class, path):
+    """Read and validate one config file."""
+    return parse_config(message_class, read_text(path), str(path))
+
+
+def resolve(name, relative_to):
+    """A path named inside a config file: as given if it exists, else next to that file."""
+    path = Path(name)
+    if path.is_absolute() or path.exists():
+        return path
+    beside = Path(relative_to).parent / path
+    return beside if beside.exists() else path
+
+
+@dataclass(frozen=True)
+class SolverSetup:
+    """A solver with its nets, and the texts they came from (stored in every solverstate)."""
+
+    solver: schema.SolverParameter
+    solver_source: str
+    solver_text: str
+    train_net: schema.NetParameter
+    test_nets: tuple
+    net_sources: tuple   # (path, text) of each net file read: the train net first
+    # Where `snapshot_prefix` and net paths are taken relative to.
+    base_path: str
+
+
+def solver_setup_from_texts(solver_source, solver_text, net_texts):
+    """Build a SolverSetup from texts; `net_texts` maps each net path named by the solver to
+    its text (what a solverstate stores, so a resume needs no file but the snapshot)."""
+    solver = parse_config(schema.SolverParameter, solver_text, solver_source)
+    check_solver(solver, solver_source)
+    train_name, test_names = _net_names(solver, solver_source)
+    nets = {name: parse_config(schema.NetParameter, text, name) for name, text in net_texts}
+    missing = [name for name in (train_name, *test_names) if name not in nets]
+    if missing:
+        raise UserError(solver_source, f"net file {missing[0]!r} is not available")
+    if solver.test_interval and len(solver.test_iter) != len(test_names):
+        raise UserError(solver_source, f"test_iter: {len(test_names)} test net(s) need as many "
+                        f"test_iter entries, got {len(solver.test_iter)}")
+    if not solver.snapshot_prefix:
+        solver = replace(solver, snapshot_prefix=str(Path(solver_source).with_suffix("")))
+    return SolverSetup(solver, solver_source, solver_text, nets[train_name],
+                       tuple(nets[name] for name in test_names), tuple(net_texts),
+                       solver_source)
+
+
+def _net_names(solver, source):
+    """Train net and test net paths, with Caffe's precedence (train_net/test_net over net)."""
+    train = solver.train_net or solver.net
+    if not train:
+        raise UserError(source, "no net: set `net` (or `train_net`)")
+    tests = list(solver.test_net) or ([solver.net] if solver.net else [])
+    return train, tests
+
+
+def load_solver(path):
+    """Read a solver file and every net file it names."""
+    solver_text = read_text(path)
+    solver = parse_config(schema.SolverParameter, solver_text, str(path))
+    names = _net_names(solver, str(path))
+    net_texts = []
+    for name in dict.fromkeys((names[0], *names[1])):
+        net_texts.append((name, read_text(resolve(name, path))))
+    return solver_setup_from_texts(str(path), solver_text, net_texts)
+
+
+def check_solver(solver, source):
+    """Cross-key rules Caffe enforces when the solver starts."""
+    if solver.lr_policy is None:
+        raise UserError(source, f"lr_policy is required: one of {', '.join(schema.LR_POLICIES)}")
+    if solver.lr_policy in ("step", "sigmoid") and solver.stepsize <= 0:
+        raise UserError(source, f"stepsize must be positive for lr_policy {solver.lr_policy!r}")
+    if solver.lr_policy == "multistep" and not solver.stepvalue:
+        raise UserError(source, "stepvalue is required for lr_policy 'multistep'")
+    if solver.lr_policy == "multistep" and solver.stepvalue != sorted(solver.stepvalue):
+        raise UserError(source, "stepvalue must be increasing")
+    if solver.type in ("AdaGrad", "RMSProp") and solver.momentum:
+        raise UserError(source, f"momentum must be 0 for type {solver.type!r} (Caffe's rule)")
+    if solver.lr_policy == "poly" and solver.max_iter <= 0:
+        raise UserError(source, "max_iter must be positive for lr_policy 'poly'")

@@ -1,0 +1,385 @@
+"""Every configuration key srcaffe reads: its type, default and meaning, in one place.
+
+Net and solver messages follow BVLC Caffe's `caffe.proto` (same names, field numbers, types and
+defaults) for the subset we support, so a Caffe prototxt parses unchanged; `runner/config/caffe_proto.py`
+builds the protobuf descriptor from these classes and `runner/config/proto/srcaffe.proto` is generated
+from them. The prep config (YAML only) is declared the same way. Loaders validate a file into
+these frozen dataclasses once (`from_mapping`); nothing downstream reads raw dicts.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from runner.errors import UserError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ProtoEnum:
+    """A protobuf enum; config files name its values (`phase: TRAIN`)."""
+
+    name: str
+    values: tuple
+
+
+PHASE = ProtoEnum("Phase", ("TRAIN", "TEST"))
+VARIANCE_NORM = ProtoEnum("VarianceNorm", ("FAN_IN", "FAN_OUT", "AVERAGE"))
+SOLVER_MODE = ProtoEnum("SolverMode", ("CPU", "GPU"))
+
+# proto scalar type -> the Python type a config value must have
+SCALAR_TYPES = {"string": str, "bool": bool, "float": float, "double": float,
+                "int32": int, "uint32": int, "int64": int}
+
+
+def option(number, kind, doc, default=None, *, repeated=False, choices=(), minimum=None,
+           packed=False):
+    """Declare one key: Caffe field number, proto type (or enum/message class), one-line meaning.
+
+    `default` is Caffe's default; None means "not set" (proto2 has_field false).
+    `choices` restricts a string's values; `minimum` bounds a number from below.
+    """
+    metadata = {"number": number, "kind": kind, "doc": doc, "repeated": repeated,
+                "choices": tuple(choices), "minimum": minimum, "packed": packed}
+    if repeated:
+        items = tuple(default or ())
+        return field(default_factory=lambda: list(items), metadata=metadata)
+    if isinstance(kind, type):
+        return field(default_factory=kind if default is None else lambda: default,
+                     metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def keys(message_class):
+    """The declared keys of a schema class, in declaration order."""
+    return dataclasses.fields(message_class)
+
+
+# --------------------------------------------------------------------------- net messages
+
+@dataclass(frozen=True)
+class BlobShape:
+    dim: list = option(1, "int64", "size of each axis (N, C, H, W)", repeated=True, packed=True)
+
+
+@dataclass(frozen=True)
+class BlobProto:
+    shape: BlobShape = option(7, BlobShape, "the blob's shape")
+    data: list = option(5, "float", "the values, row-major", repeated=True, packed=True)
+    num: int = option(1, "int32", "legacy 4-D shape: N", 0)
+    channels: int = option(2, "int32", "legacy 4-D shape: C", 0)
+    height: int = option(3, "int32", "legacy 4-D shape: H", 0)
+    width: int = option(4, "int32", "legacy 4-D shape: W", 0)
+
+
+FILLER_TYPES = ("constant", "gaussian", "msra", "xavier", "uniform", "bilinear")
+
+
+@dataclass(frozen=True)
+class FillerParameter:
+    type: str = option(1, "string", "how to initialise a blob", "constant", choices=FILLER_TYPES)
+    value: float = option(2, "float", "constant: the value", 0.0)
+    min: float = option(3, "float", "uniform: lower bound", 0.0)
+    max: float = option(4, "float", "uniform: upper bound", 1.0)
+    mean: float = option(5, "float", "gaussian: mean", 0.0)
+    std: float = option(6, "float", "gaussian: standard deviation", 1.0)
+    variance_norm: str = option(8, VARIANCE_NORM, "xavier/msra: normalise by fan_in, fan_out or "
+                                "their average", "FAN_IN")
+
+
+@dataclass(frozen=True)
+class NetStateRule:
+    phase: str = option(1, PHASE, "the layer exists only in this phase (TRAIN or TEST)")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    lr_mult: float = option(3, "float", "multiplier on the solver's learning rate for this blob",
+                            1.0)
+    decay_mult: float = option(4, "float", "multiplier on the solver's weight_decay for this "
+                               "blob", 1.0)
+
+
+@dataclass(frozen=True)
+class ConvolutionParameter:
+    num_output: int = option(1, "uint32", "number of output channels", minimum=1)
+    bias_term: bool = option(2, "bool", "whether to add a learned bias", True)
+    pad: list = option(3, "uint32", "zero padding on each side (one value, or H and W)",
+                       repeated=True)
+    kernel_size: list = option(4, "uint32", "kernel side (one value, or H and W)",
+                               repeated=True)
+    group: int = option(5, "uint32", "number of groups the channels are split into", 1,
+                        minimum=1)
+    stride: list = option(6, "uint32", "stride (one value, or H and W); a Deconvolution's "
+                          "upscaling factor", repeated=True)
+    weight_filler: FillerParameter = option(7, FillerParameter, "initial weights")
+    bias_filler: FillerParameter = option(8, FillerParameter, "initial biases")
+    dilation: list = option(18, "uint32", "kernel dilation (one value, or H and W)",
+                            repeated=True)
+
+
+@dataclass(frozen=True)
+class HDF5DataParameter:
+    source: str = option(1, "string", "text file listing the .h5 files to read, one per line")
+    batch_size: int = option(2, "uint32", "samples per batch", minimum=1)
+    shuffle: bool = option(3, "bool", "visit samples in a new random order every epoch", False)
+    dataset: list = option(1000, "string", "srcaffe extension: the HDF5 dataset read for each "
+                           "top, in order (default: the top names, as in Caffe)", repeated=True)
+
+
+@dataclass(frozen=True)
+class InputParameter:
+    shape: list = option(1, BlobShape, "shape of each top", repeated=True)
+
+
+@dataclass(frozen=True)
+class PReLUParameter:
+    filler: FillerParameter = option(1, FillerParameter, "initial slopes",
+                                     FillerParameter(type="constant", value=0.25))
+    channel_shared: bool = option(2, "bool", "one slope for all channels", False)
+
+
+@dataclass(frozen=True)
+class ReLUParameter:
+    negative_slope: float = option(1, "float", "slope for negative inputs (leaky ReLU)", 0.0)
+
+
+LAYER_TYPES = ("HDF5Data", "Input", "Convolution", "Deconvolution", "PReLU", "ReLU",
+               "EuclideanLoss")
+
+
+@dataclass(frozen=True)
+class LayerParameter:
+    name: str = option(1, "string", "the layer's name (weights are matched by it)", "")
+    type: str = option(2, "string", "the layer type", choices=LAYER_TYPES)
+    bottom: list = option(3, "string", "names of the input blobs", repeated=True)
+    top: list = option(4, "string", "names of the output blobs", repeated=True)
+    loss_weight: list = option(5, "float", "weight of each top in the objective (loss layers: 1)",
+                               repeated=True)
+    param: list = option(6, ParamSpec, "lr_mult/decay_mult per parameter blob (weights, then "
+                         "bias)", repeated=True)
+    blobs: list = option(7, BlobProto, "stored parameter values (in .caffemodel files)",
+                         repeated=True)
+    include: list = option(8, NetStateRule, "include the layer only when a rule matches",
+                           repeated=True)
+    exclude: list = option(9, NetStateRule, "exclude the layer when a rule matches",
+                           repeated=True)
+    convolution_param: ConvolutionParameter = option(106, ConvolutionParameter,
+                                                     "Convolution/Deconvolution settings")
+    hdf5_data_param: HDF5DataParameter = option(112, HDF5DataParameter, "HDF5Data settings")
+    relu_param: ReLUParameter = option(123, ReLUParameter, "ReLU settings")
+    prelu_param: PReLUParameter = option(131, PReLUParameter, "PReLU settings")
+    input_param: InputParameter = option(143, InputParameter, "Input settings")
+
+
+@dataclass(frozen=True)
+class NetParameter:
+    name: str = option(1, "string", "the net's name", "")
+    input: list = option(3, "string", "deprecated deploy inputs (use an Input layer)",
+                         repeated=True)
+    input_shape: list = option(8, BlobShape, "deprecated: shape of each `input`", repeated=True)
+    input_dim: list = option(4, "int64", "deprecated: 4 dims per `input`", repeated=True)
+    layer: list = option(100, LayerParameter, "the layers, in order", repeated=True)
+
+
+# --------------------------------------------------------------------------- solver
+
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+
+
+@dataclass(frozen=True)
+class SolverParameter:
+    net: str = option(24, "string", "net file holding the TRAIN and TEST phases, relative to "
+                      "the solver file or the working directory")
+    train_net: str = option(1, "string", "net file for training only (instead of `net`)")
+    test_net: list = option(2, "string", "net file(s) for testing only (instead of `net`)",
+                            repeated=True)
+    test_iter: list = option(3, "int64", "batches per test pass, one entry per test net",
+                             repeated=True)
+    test_interval: int = option(4, "int64", "iterations between test passes (0: never)", 0,
+                                minimum=0)
+    test_initialization: bool = option(32, "bool", "also test before the first iteration", True)
+    base_lr: float = option(5, "float", "the base learning rate", 0.0, minimum=0)
+    display: int = option(6, "int64", "iterations between log lines (0: none)", 0, minimum=0)
+    average_loss: int = option(33, "int64", "displayed loss is averaged over this many "
+                               "iterations", 1, minimum=1)
+    max_iter: int = option(7, "int64", "the last iteration", 0, minimum=0)
+    iter_size: int = option(36, "int64", "batches whose gradients are accumulated per update", 1,
+                            minimum=1)
+    lr_policy: str = option(8, "string", "learning-rate schedule", choices=LR_POLICIES)
+    gamma: float = option(9, "float", "step/exp/inv/multistep/sigmoid: decay factor", 0.0)
+    power: float = option(10, "float", "inv/poly: exponent", 0.0)
+    momentum: float = option(11, "float", "SGD/Nesterov momentum; Adam beta1; AdaDelta decay",
+                             0.0, minimum=0)
+    weight_decay: float = option(12, "float", "regularisation strength", 0.0, minimum=0)
+    regularization_type: str = option(29, "string", "weight decay norm", "L2",
+                                      choices=("L1", "L2"))
+    stepsize: int = option(13, "int64", "step/sigmoid: iterations per step", 0, minimum=0)
+    stepvalue: list = option(34, "int64", "multistep: iterations at which lr drops",
+                             repeated=True)
+    clip_gradients: float = option(35, "float", "rescale gradients whose global L2 norm exceeds "
+                                   "this (negative: never)", -1.0)
+    snapshot: int = option(14, "int64", "iterations between snapshots (0: none)", 0, minimum=0)
+    snapshot_prefix: str = option(15, "string", "path prefix of snapshot files (default: the "
+                                  "solver file's path without extension)")
+    solver_mode: str = option(17, SOLVER_MODE, "CPU or GPU (CUDA)", "GPU")
+    device_id: int = option(18, "int64", "GPU index", 0, minimum=0)
+    random_seed: int = option(20, "int64", "seed of every random generator (negative: from "
+                              "the clock)", -1)
+    type: str = option(40, "string", "update rule", "SGD", choices=SOLVER_TYPES)
+    delta: float = option(31, "float", "AdaGrad/RMSProp/AdaDelta/Adam: numerical stability "
+                          "term", 1e-8, minimum=0)
+    momentum2: float = option(39, "float", "Adam beta2", 0.999, minimum=0)
+    rms_decay: float = option(38, "float", "RMSProp: decay of the squared-gradient average",
+                              0.99, minimum=0)
+    snapshot_after_train: bool = option(28, "bool", "snapshot after the last iteration", True)
+
+
+# --------------------------------------------------------------------------- prep (YAML only)
+
+@dataclass(frozen=True)
+class PrepConfig:
+    scale: int = option(None, "int32", "upscaling factor", 3, minimum=2)
+    hr_size: int = option(None, "int32", "side of an HR (label) subimage in pixels", 21,
+                          minimum=1)
+    lr_size: int = option(None, "int32", "side of an LR subimage (hr_size / scale, or hr_size "
+                          "when input is bicubic)", 7, minimum=1)
+    stride: int = option(None, "int32", "training subimage stride, in HR pixels", 19, minimum=1)
+    test_stride: int = option(None, "int32", "test subimage stride, in HR pixels", 21,
+                              minimum=1)
+    lr_padding: int = option(None, "int32", "zero padding around each input subimage (the "
+                             "tutorial's option)", 0, minimum=0)
+    lr_context: int = option(None, "int32", "pixels of the real image kept around each input "
+                             "subimage (the authors' recipe: 2 gives 11x11 LR inputs for 21x21 "
+                             "labels; windows without that much image around them are skipped)",
+                             0, minimum=0)
+    input: str = option(None, "string", "lr: the downscaled image (FSRCNN); bicubic: it "
+                        "upscaled back to HR size (SRCNN)", "lr", choices=("lr", "bicubic"))
+    label_border: int = option(None, "int32", "pixels cropped from each side of the label "
+                               "(SRCNN without padding: 6)", 0, minimum=0)
+    y_conversion: str = option(None, "string", "matlab: rgb2ycbcr, BT.601 studio range; "
+                               "opencv: cv2 YCrCb, full range", "matlab",
+                               choices=("matlab", "opencv"))
+    degradation: str = option(None, "string", "paper: MATLAB bicubic imresize of the whole "
+                              "image; tutorial: cv2.resize of each subimage", "paper",
+                              choices=("paper", "tutorial"))
+    augment_scales: list = option(None, "float", "extra downscaled copies of each training "
+                                  "image (paper: 0.9, 0.8, 0.7, 0.6)", repeated=True)
+    augment_rotations: list = option(None, "int32", "extra rotated copies in degrees (paper: 90, "
+                                     "180, 270)", repeated=True, choices=(90, 180, 270))
+    train_sets: list = option(None, "string", "dataset folders for training", ("T91",),
+                              repeated=True)
+    test_sets: list = option(None, "string", "dataset folders for testing", ("Set5",),
+                             repeated=True)
+    output_dir: str = option(None, "string", "folder for train.h5, test.h5, train.txt and "
+                             "test.txt", "results/data/x3")
+
+
+# --------------------------------------------------------------------------- validation
+
+def is_message(kind):
+    """True for a nested message class (not an enum, not a scalar type name)."""
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _check_scalar(value, kind, choices, minimum, source, path):
+    """The value converted to the key's Python type, or a UserError saying what is wrong."""
+    if isinstance(kind, ProtoEnum):
+        if value not in kind.values:
+            raise UserError(source, f"{path}: {value!r} is not one of {', '.join(kind.values)}")
+        return value
+    expected = SCALAR_TYPES[kind]
+    # bool is an int subclass in Python: `true` must not pass for a number, nor 1 for a bool
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise UserError(source, f"{path}: expected {kind}, got {type(value).__name__} {value!r}")
+    if expected is float and not math.isfinite(value):
+        raise UserError(source, f"{path}: expected a finite number, got {value!r}")
+    if kind == "uint32" and value < 0:
+        raise UserError(source, f"{path}: must not be negative, got {value}")
+    if minimum is not None and value < minimum:
+        raise UserError(source, f"{path}: must be at least {minimum}, got {value}")
+    if choices and value not in choices:
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        raise UserError(source, f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+    return value
+
+
+def from_mapping(message_class, mapping, source, path=""):
+    """Validate a plain mapping (from YAML or a parsed prototxt) into `message_class`.
+
+    `source` names the file for error messages; `path` is the dotted key path so far.
+    """
+    label = path or message_class.__name__
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise UserError(source, f"{label}: expected a mapping of keys, got "
+                        f"{type(mapping).__name__}")
+    declared = {key.name: key for key in keys(message_class)}
+    values = {}
+    for name, value in mapping.items():
+        if name not in declared:
+            raise UserError(source, f"{label}: unknown key {name!r}"
+                            f"{did_you_mean(str(name), declared)}")
+        values[name] = _convert(declared[name], value, source, f"{path}.{name}" if path else name)
+    return message_class(**values)
+
+
+def _convert(key, value, source, path):
+    meta = key.metadata
+    kind = meta["kind"]
+    if meta["repeated"]:
+        # YAML may give a single value where a prototxt would repeat the key once
+        items = value if isinstance(value, list) else [value]
+        return [_convert_one(kind, meta, item, source, f"{path}[{index}]")
+                for index, item in enumerate(items)]
+    return _convert_one(kind, meta, value, source, path)
+
+
+def _convert_one(kind, meta, value, source, path):
+    if is_message(kind):
+        return from_mapping(kind, value, source, path)
+    return _check_scalar(value, kind, meta["choices"], meta["minimum"], source, path)
+
+
+def field_default(key):
+    """A dataclass field's default value (messages have theirs from a factory)."""
+    if key.default_factory is not dataclasses.MISSING:
+        return key.default_factory()
+    return key.default
+
+
+def to_mapping(message, *, include_defaults=False):
+    """A message as plain data (for YAML dumps and snapshots); keys left at default omitted."""
+    result = {}
+    for key in keys(type(message)):
+        value = getattr(message, key.name)
+        is_default = value in ([], None) or value == field_default(key)
+        if is_message(key.metadata["kind"]):
+            value = ([to_mapping(item, include_defaults=include_defaults) for item in value]
+                     if key.metadata["repeated"]
+                     else to_mapping(value, include_defaults=include_defaults))
+        if include_defaults or not is_default:
+            result[key.name] = value
+    return result
+
+
+def describe(message_class, indent=""):
+    """Reference text for a schema class: each key with its type, default and meaning."""
+    lines = []
+    for key in keys(message_class):
+        meta = key.metadata
+        kind = meta["kind"]
+        type_name = (kind.__name__ if is_message(kind) else
+                     kind.name if isinstance(kind, ProtoEnum) else kind)
+        if meta["repeated"]:
+            type_name = f"list of {type_name}"
+        default = "" if key.default is dataclasses.MISSING or key.default is None \
+            else f" = {key.default!r}"
+        allowed = kind.values if isinstance(kind, ProtoEnum) else meta["choices"]
+        choices = f" [{' | '.join(map(str, allowed))}]" if allowed else ""
+        lines.append(f"{indent}{key.name} ({type_name}{default}){choices}: {meta['doc']}")
+        if is_message(kind) and not indent:
+            lines.extend(describe(kind, indent + "    "))
+    return lines

@@ -1,0 +1,6 @@
+"""Floor 2, files: what runs keep on disk and read back. Snapshot pairs (`.model` and
+`.solverstate`, HDF5), Caffe's `.caffemodel`, HDF5 training data and its source lists, and
+output files written atomically.
+
+May import: runner.errors, runner.config
+"""

@@ -1,0 +1,101 @@
+"""Image files as `runner predict` takes and gives them: colour or grayscale, alpha, 8 or 16 bits.
+
+Unlike prep (which wants the 8-bit Y of training images), predict keeps everything a user's file
+has: pixels are float64 in 0..255 units whatever the bit depth (16-bit values / 257, as MATLAB's
+im2uint8 scales; predict's results are float32, runner/infer/colour.py), an alpha channel rides along,
+and the file written back has the input's bit depth.
+OpenCV decodes: colour is BGR, a CMYK JPEG arrives converted to BGR, a palette PNG expanded.
+"""
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from runner.errors import UserError
+from runner.imaging import matlab
+from runner.imaging.images import UINT16_PER_UINT8, native_stderr_silenced, read_bytes
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image's planes in float, and the bit depth to write it back in."""
+
+    pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float64 (results: float32)
+    alpha: np.ndarray = None    # the same dtype, 0..255, (H, W); None when the file has none
+    bit_depth: int = 8          # 8 or 16: what the file held and what is written back
+
+    @property
+    def is_colour(self):
+        return self.pixels.ndim == 3
+
+    @property
+    def size(self):
+        """(height, width)."""
+        return self.pixels.shape[:2]
+
+    def map_planes(self, function):
+        """The picture with `function` applied to its pixels and to its alpha."""
+        return replace(self, pixels=function(self.pixels),
+                       alpha=None if self.alpha is None else function(self.alpha))
+
+
+def decode(data, where):
+    """A Picture from image file bytes; anything unreadable is a UserError naming `where`."""
+    with native_stderr_silenced():
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise UserError(where, "not a readable image (unknown format, damaged or truncated)")
+    return from_array(image, where)
+
+
+def from_array(image, where):
+    """A Picture from what OpenCV decodes: uint8/uint16, 1, 3 or 4 (BGRA) channels."""
+    if image.dtype == np.uint8:
+        bit_depth, pixels = 8, image.astype(np.float64)
+    elif image.dtype == np.uint16:
+        bit_depth, pixels = 16, image / UINT16_PER_UINT8
+    else:
+        raise UserError(where, f"unsupported pixel type {image.dtype} (use 8- or 16-bit images)")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 1:
+        return Picture(pixels.reshape(image.shape[:2]), None, bit_depth)
+    if channels == 3:
+        return Picture(pixels, None, bit_depth)
+    if channels == 4:
+        return Picture(pixels[:, :, :3], pixels[:, :, 3], bit_depth)
+    raise UserError(where, f"unsupported image with {channels} channels")
+
+
+def read(path):
+    """A Picture of an image file; a UserError naming the file when it cannot be read."""
+    return decode(read_bytes(path), path)
+
+
+def to_array(picture):
+    """The picture as OpenCV writes it: values rounded and clipped to its bit depth."""
+    def quantize(plane):
+        if picture.bit_depth == 8:
+            return matlab.to_uint8(plane)
+        return np.clip(np.round(plane * UINT16_PER_UINT8), 0, 65535).astype(np.uint16)
+
+    pixels = quantize(picture.pixels)
+    if picture.alpha is None:
+        return pixels
+    colour = pixels if picture.is_colour else np.repeat(pixels[:, :, None], 3, axis=2)
+    return np.dstack([colour, quantize(picture.alpha)])
+
+
+def encode_png(picture, where):
+    """PNG file bytes of a picture, in its own bit depth."""
+    ok, encoded = cv2.imencode(".png", to_array(picture))
+    if not ok:
+        raise UserError(where, "could not encode the PNG")
+    return encoded.tobytes()
+
+
+def display_rgb(picture):
+    """8-bit RGB for showing (figures): grayscale repeated, alpha dropped."""
+    pixels = matlab.to_uint8(picture.pixels)
+    if not picture.is_colour:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    return pixels[:, :, ::-1]

@@ -1,0 +1,216 @@
+"""Deploy nets: a trained net's NetParameter made into the net that runs on images, and loaded.
+
+`deploy_net` is Caffe's train_val -> deploy edit as a pure function on a NetParameter: the data
+top of each data layer becomes an `Input` blob of a given shape, the label goes, loss layers go,
+and so does every layer that depends on a removed blob.
+The result is a NetParameter like any other (a Caffe export writes it as deploy.prototxt).
+
+`load_for_inference` turns a `.model` file (or a `.caffemodel`, runner/files/caffe_model.py) into an
+`InferenceModel`: the deploy net with the trained weights, its input and output blobs, its
+upscaling factor and the geometry the tiled runner (`runner/infer/tiles.py`) needs: how the output
+lines up with the input and how far its receptive field reaches.
+"""
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from runner.config import loading, schema
+from runner.errors import UserError
+from runner.files import caffe_model
+from runner.net import builder, fast_paths, feeds, structure
+from runner.net.layers import registry
+
+# The shape a deploy net is built and checked for; it runs on any image size at run time.
+DEFAULT_INPUT_SIZE = (32, 32)
+# Probe sizes for measuring how the output size follows the input size.
+PROBE_SIZES = (32, 40)
+
+
+def is_loss(layer):
+    """True for a layer that contributes to the objective (a loss type, or a loss_weight)."""
+    layer_class = registry.LAYERS.get(layer.type)
+    return any(layer.loss_weight) or bool(layer_class and layer_class.is_loss)
+
+
+def deploy_net(net_param, phase="TEST", source="<net>", input_size=DEFAULT_INPUT_SIZE,
+               channels=1):
+    """The deploy form of one phase of a net: each data layer's first top (Caffe's order: data,
+    then label) becomes an Input of shape 1 x channels x H x W; its other tops (the label), loss
+    layers and every layer that depends on a removed blob are dropped. Input layers stay."""
+    shape = schema.BlobShape(dim=[1, channels, *input_size])
+    kept, available = [], set()
+    for layer in structure.phase_layers(net_param, phase, source):
+        if layer.type == "Input":
+            kept.append(replace(layer, include=[], exclude=[]))
+            available.update(layer.top)
+        elif layer.type in feeds.FED_LAYERS:
+            kept.append(schema.LayerParameter(name=layer.name, type="Input", top=layer.top[:1],
+                                              input_param=schema.InputParameter(shape=[shape])))
+            available.add(layer.top[0])
+        elif not is_loss(layer) and all(bottom in available for bottom in layer.bottom):
+            kept.append(replace(layer, include=[], exclude=[]))
+            available.update(layer.top)
+    if not any(layer.type not in feeds.FED_LAYERS for layer in kept):
+        raise UserError(source, "the net has no layer left once data and loss layers are "
+                        "removed")
+    return schema.NetParameter(name=net_param.name, layer=kept)
+
+
+def output_blob(deploy_param):
+    """The network's output: the last top of the last layer of a deploy net."""
+    return deploy_param.layer[-1].top[-1]
+
+
+def input_blob(deploy_param, source="<net>"):
+    """The single input of a deploy net (super-resolution nets take one image)."""
+    inputs = [top for layer in deploy_param.layer if layer.type == "Input" for top in layer.top]
+    if len(inputs) != 1:
+        raise UserError(source, f"a deploy net needs exactly one input blob, this one has "
+                        f"{len(inputs)} ({', '.join(inputs) or 'none'})")
+    return inputs[0]
+
+
+def receptive_width(deploy_param):
+    """An upper bound, in input pixels, on the width of input that one output pixel depends on:
+    each convolution adds its kernel extent less one (in input pixels at its resolution); a
+    deconvolution adds its kernel extent over its stride, plus one. Stride > 1 convolutions
+    shrink the resolution."""
+    width, resolution = 0.0, 1.0      # resolution: blob pixels per input pixel
+    for layer in deploy_param.layer:
+        if layer.type not in ("Convolution", "Deconvolution"):
+            continue
+        param = layer.convolution_param
+        kernel = max(param.kernel_size)
+        dilation = max(param.dilation) if param.dilation else 1
+        stride = max(param.stride) if param.stride else 1
+        extent = dilation * (kernel - 1) + 1
+        if layer.type == "Convolution":
+            width += (extent - 1) / resolution
+            resolution /= stride
+        else:
+            width += ((extent - 1) / stride + 1) / resolution
+            resolution *= stride
+    return math.ceil(width)
+
+
+def torch_device(name):
+    """A torch device from a name (cpu, cuda, cuda:N), checked to exist here."""
+    try:
+        chosen = torch.device(name)
+    except RuntimeError as error:
+        raise UserError("--device", f"{name!r} is not a device ({error})") from None
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise UserError("--device", f"{name}: no such CUDA device (this machine has "
+                        f"{torch.cuda.device_count()})")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a deploy net's output follows its input along each axis: out = factor * in - shrink.
+
+    A net that shrinks (unpadded convolutions: the authors' 11x11 recipe, SRCNN) is fed its
+    input with `padding` edge pixels repeated on each side and its output cropped by `crop`,
+    so that out = factor * in, centred on the input."""
+
+    factor: int
+    shrink: int
+    padding: int
+    crop: int
+    context: int      # tile overlap in input pixels: at least the receptive field's width
+
+
+def _output_size(deploy_net_module, output_name, input_shapes):
+    """(height, width) of the output blob for the given input shapes."""
+    rows = deploy_net_module.output_shapes(input_shapes)
+    shapes = {top: shape for (_, _, top_shapes, _), layer
+              in zip(rows, deploy_net_module.layer_params)
+              for top, shape in zip(layer.top, top_shapes)}
+    return tuple(shapes[output_name][2:])
+
+
+def measure_geometry(deploy_param, module, source, channels=1):
+    """The Geometry of a built deploy net, measured from its shapes at two input sizes."""
+    input_name, output_name = input_blob(deploy_param, source), output_blob(deploy_param)
+    small, large = (_output_size(module, output_name, {input_name: (1, channels, size, size)})
+                    for size in PROBE_SIZES)
+    if small[0] != small[1] or large[0] != large[1]:
+        raise UserError(source, "the net treats height and width differently; only square "
+                        "kernels, strides and pads are supported for images")
+    growth, remainder = divmod(large[0] - small[0], PROBE_SIZES[1] - PROBE_SIZES[0])
+    shrink = growth * PROBE_SIZES[0] - small[0]
+    if remainder or growth < 1 or shrink < 0 or shrink % 2:
+        raise UserError(source, f"the net's output ({small[0]} for {PROBE_SIZES[0]} input "
+                        f"pixels, {large[0]} for {PROBE_SIZES[1]}) is not a centred multiple "
+                        "of its input")
+    padding = math.ceil(shrink / (2 * growth))
+    return Geometry(growth, shrink, padding, (2 * growth * padding - shrink) // 2,
+                    receptive_width(deploy_param) + 1)
+
+
+@dataclass
+class InferenceModel:
+    """A trained net ready to super-resolve a plane (see runner/infer/tiles.py)."""
+
+    net: builder.Net
+    input_name: str
+    output_name: str
+    scale: int            # the upscaling factor of the whole model
+    geometry: Geometry    # of the net itself (factor 1 for SRCNN: it gets a bicubic input)
+    name: str             # the net's name (e.g. FSRCNN-56_12_4), else the file's stem
+    path: Path
+    iteration: int
+    device: torch.device
+
+    @property
+    def upsamples_first(self):
+        """True for an SRCNN-style net: its input is the bicubic-upscaled image."""
+        return self.geometry.factor == 1 and self.scale > 1
+
+
+def model_net(path, model=None):
+    """The NetParameter a .model file was trained with (its stored net text)."""
+    model = model or caffe_model.read_model(path)
+    if not model.net_text:
+        raise UserError(path, "holds no net description (not made by runner train?)")
+    return loading.parse_config(schema.NetParameter, model.net_text,
+                               model.net_source or "net.yaml")
+
+
+def trained_deploy_net(path, model):
+    """(trained NetParameter, its deploy NetParameter, the deploy Net holding the model's
+    weights), every parameter blob checked to be in the file with the net's shape."""
+    trained = model_net(path, model)
+    deploy = deploy_net(trained, source=str(path))
+    module = builder.Net(deploy, "TEST", source=str(path))
+    copied = module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
+                               for layer, blobs in model.blobs.items()}, path)
+    missing = sorted(set(module.blobs_by_layer()) - set(copied))
+    if missing:
+        raise UserError(path, f"holds no weights for layer {missing[0]!r}")
+    return trained, deploy, module
+
+
+def load_for_inference(model_path, device="cpu", scale=None):
+    """An InferenceModel from a `.model` file. `scale`, when given, must be the model's; a net
+    without a final Deconvolution (SRCNN) needs it, since its scale lives in its data."""
+    path = Path(model_path)
+    model = caffe_model.read_model(path)
+    trained, deploy, module = trained_deploy_net(path, model)
+    geometry = measure_geometry(deploy, module, str(path))
+    if geometry.factor > 1 and scale not in (None, geometry.factor):
+        raise UserError(path, f"is a x{geometry.factor} model, but --scale {scale} was asked")
+    if geometry.factor == 1 and scale is None:
+        if not model.scale:
+            raise UserError(path, "this net works on a bicubic-upscaled input (no final "
+                            "Deconvolution) and the file does not say its scale: give --scale")
+        scale = model.scale
+    module.eval().requires_grad_(False)
+    device = torch_device(device)
+    fast_paths.keep_freed_memory()
+    module = fast_paths.preferred_layout(module.to(device), device)
+    return InferenceModel(module, input_blob(deploy, str(path)), output_blob(deploy),
+                          scale or geometry.factor, geometry, trained.name or path.stem, path,
+                          model.iteration, device)

@@ -1,0 +1,80 @@
+"""`runner predict clip.mp4`: a video super-resolved frame by frame, same fps and frame count.
+
+OpenCV reads the frames (BGR) and writes an MPEG-4 (`mp4v`) video; each frame goes through
+predict's colour pipeline. The video is written under a temporary name and renamed when the last
+frame is in, so a failure never leaves a truncated video behind.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from runner.errors import UserError
+from runner.files import outputs
+from runner.imaging import picture
+from runner.imaging.images import native_stderr_silenced
+from runner.infer import colour, tiles
+
+FOURCC = "mp4v"
+# Some containers do not record a frame rate (OpenCV reports 0): write those at this one.
+FALLBACK_FPS = 25.0
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    path: Path
+    frames: int
+    fps: float
+
+
+def _read(capture):
+    """The next frame, or None at the end; the decoder's own messages stay off the terminal."""
+    with native_stderr_silenced():
+        ok, frame = capture.read()
+    return frame if ok else None
+
+
+def open_video(path):
+    """A cv2.VideoCapture of `path`, or a UserError when OpenCV cannot open it as a video."""
+    with native_stderr_silenced():
+        capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise UserError(path, "cannot be opened as a video (unknown format or damaged)")
+    return capture
+
+
+def predict_video(model, path, out_path, tile_size=tiles.DEFAULT_TILE_SIZE, progress=True):
+    """Write `out_path`: every frame of `path` super-resolved, at the input's frame rate."""
+    capture = open_video(path)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps > 0 else FALLBACK_FPS
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        frame = _read(capture)
+        if frame is None:
+            raise UserError(path, "holds no frame OpenCV can decode")
+        height, width = frame.shape[:2]
+        size = (width * model.scale, height * model.scale)
+        with outputs.atomic_paths(out_path) as (temporary,):
+            writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
+            if not writer.isOpened():
+                raise UserError(out_path, f"OpenCV cannot write a {FOURCC} video here")
+            frames = 0
+            try:
+                # disable=None: a progress bar on a terminal only, never in logs or pipes
+                with tqdm(total=total, desc=Path(path).name, unit="frame",
+                          disable=None if progress else True, leave=False) as bar:
+                    while frame is not None:
+                        result = colour.super_resolve_picture(
+                            model, picture.from_array(frame, path), tile_size)
+                        writer.write(picture.to_array(result))
+                        frames += 1
+                        bar.update()
+                        frame = _read(capture)
+            finally:
+                writer.release()
+    finally:
+        capture.release()
+    return VideoResult(Path(out_path), frames, fps)

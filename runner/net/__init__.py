@@ -1,0 +1,7 @@
+"""Floor 4, net: a NetParameter built into a torch Module. `builder.py` builds one phase as Caffe's
+Net::Init does; `structure.py` says which layers a phase has; `feeds.py` gives the shapes of the
+blobs data layers feed; `layers/` holds one module per Caffe layer family and the registry;
+`fillers.py` the weight fillers; `fast_paths.py` the faster kernels the layers compute with.
+
+May import: runner.errors, runner.config, runner.files
+"""

@@ -1,0 +1,241 @@
+"""The net: a torch Module built from a NetParameter, layer by layer from the registry.
+
+A `Net` is one phase (TRAIN or TEST) of a net file, built as Caffe's Net::Init builds it: layers
+kept or dropped by their include/exclude rules, connected by bottom/top blob names in file order
+(a top that repeats its bottom is computed in place), every layer's shapes checked once at build
+time, and every parameter blob filled by its layer's filler from one generator, in layer order,
+so a seed gives the same weights. Data layers (HDF5Data, Input) build no module: their tops are
+fed to `forward` from outside (runner/train/feeder.py in training, runner/net/feeds.py for their
+shapes).
+"""
+import torch
+from torch import nn
+
+from runner.config import schema
+from runner.errors import UserError
+from runner.net import fillers
+from runner.net.feeds import FED_LAYERS, Feed
+from runner.net.layers.convolution import Convolution
+from runner.net.layers.registry import LAYERS
+from runner.net.structure import phase_layers, scale_of
+
+
+class Net(nn.Module):
+    """One phase of a net file as a torch Module that maps named blobs to named blobs.
+
+    `generator` draws the initial weights (None: torch's global generator). `input_shapes`
+    ({blob: (N, C, H, W)}) gives the shapes of fed blobs; those not given come from the net
+    (Input shapes) or from the first .h5 file an HDF5Data layer's source list names.
+    """
+
+    def __init__(self, net_param, phase, source="<net>", generator=None, input_shapes=None):
+        super().__init__()
+        if phase not in schema.PHASE.values:
+            raise ValueError(f"phase must be one of {schema.PHASE.values}, got {phase!r}")
+        self.source = str(source)
+        self.phase = phase
+        self.name = net_param.name
+        self.scale = scale_of(net_param)
+        self.layer_params = phase_layers(net_param, phase, self.source)
+        self.data_layers = [layer for layer in self.layer_params if layer.type == "HDF5Data"]
+        self.input_names = [top for layer in self.layer_params if layer.type in FED_LAYERS
+                            for top in layer.top]
+        self.layers = nn.ModuleList()
+        self._module_at = {}          # index in layer_params -> the computing layer's module
+        self._feeds = self._find_feeds(self._given_feeds(input_shapes or {}))
+        self._walk(self._feeds, build=True)
+        self._steps = [(self.layer_params[index], module)
+                       for index, module in self._module_at.items()]
+        self.loss_names = self._loss_names()
+        self._param_specs = [self._param_specs_of(layer, module) for layer, module in self._steps]
+        self._fill(generator)
+
+    # ------------------------------------------------------------------ building
+
+    def _error(self, layer, problem):
+        return UserError(self.source, f"layer {layer.name!r} ({layer.type}): {problem}")
+
+    def _given_feeds(self, input_shapes):
+        unknown = sorted(set(input_shapes) - set(self.input_names))
+        if unknown:
+            raise UserError(self.source, f"shape given for {unknown[0]!r}, which no data or "
+                            "Input layer produces")
+        return {name: Feed(tuple(shape), self.source) for name, shape in input_shapes.items()}
+
+    def _find_feeds(self, given):
+        feeds = dict(given)
+        for layer in self.layer_params:
+            if layer.type in FED_LAYERS:
+                needed = [top for top in layer.top if top not in given]
+                feeds.update(FED_LAYERS[layer.type](layer, self.source, needed))
+        return feeds
+
+    def _walk(self, feeds, build=False):
+        """Caffe's setup/reshape pass: each layer's top shapes, from the fed blobs' shapes, as
+        rows (layer name, type, top shapes, parameter count). With `build`, each computing
+        layer's module is first created for the shapes of its bottoms."""
+        shapes, rows, names_with_blobs = {}, [], set()
+        for index, layer in enumerate(self.layer_params):
+            if layer.type is None:
+                raise UserError(self.source, f"layer {layer.name!r}: no type (one of "
+                                f"{', '.join(schema.LAYER_TYPES)})")
+            if layer.type in FED_LAYERS:
+                if layer.bottom or not layer.top:
+                    raise self._error(layer, "takes no bottom and at least one top")
+                tops, count = [feeds[top].shape for top in layer.top], 0
+            else:
+                bottoms = self._bottom_shapes(layer, shapes)
+                if build:
+                    self._module_at[index] = self._build(layer, bottoms)
+                module = self._module_at[index]
+                if module.blobs():
+                    if layer.name in names_with_blobs:
+                        # weights are saved, loaded and copied by layer name
+                        raise self._error(layer, "another layer with parameters has this name")
+                    names_with_blobs.add(layer.name)
+                tops = self._top_shapes(layer, module, bottoms, feeds)
+                count = sum(blob.numel() for blob in module.blobs())
+            self._record_tops(layer, tops, shapes)
+            rows.append((layer.name, layer.type, tops, count))
+        return rows
+
+    def _check_counts(self, layer, bottoms, tops):
+        for what, wanted, got in (("bottom", bottoms, len(layer.bottom)),
+                                  ("top", tops, len(layer.top))):
+            if wanted != got:
+                raise self._error(layer, f"takes {wanted} {what}(s), got {got}")
+
+    def _bottom_shapes(self, layer, shapes):
+        for name in layer.bottom:
+            if name not in shapes:
+                raise UserError(self.source, f"layer {layer.name!r}: bottom {name!r} is "
+                                "produced by no earlier layer")
+        return [shapes[name] for name in layer.bottom]
+
+    def _build(self, layer, bottom_shapes):
+        layer_class = LAYERS[layer.type]
+        self._check_counts(layer, layer_class.bottom_count, layer_class.top_count)
+        try:
+            module = layer_class(layer, bottom_shapes)
+        except ValueError as error:
+            raise self._error(layer, str(error)) from None
+        self.layers.append(module)
+        return module
+
+    def _top_shapes(self, layer, module, bottom_shapes, feeds):
+        try:
+            return module.top_shapes(bottom_shapes)
+        except ValueError as error:
+            # a fed bottom of the wrong shape is most likely the data's fault: name its file
+            fed = [feeds[name] for name in layer.bottom if name in feeds]
+            notes = "; ".join(feed.note for feed in fed if feed.note)
+            where = fed[0].where if fed else self.source
+            raise UserError(where, f"layer {layer.name!r} ({layer.type}): {error}"
+                            + (f" ({notes})" if notes else "")) from None
+
+    def _record_tops(self, layer, top_shapes, shapes):
+        for index, (name, shape) in enumerate(zip(layer.top, top_shapes)):
+            in_place = index < len(layer.bottom) and layer.bottom[index] == name
+            if name in shapes and not in_place:
+                raise self._error(layer, f"top {name!r} is already produced by an earlier "
+                                  "layer (only a top that repeats its bottom works in place)")
+            shapes[name] = tuple(shape)
+
+    def _loss_names(self):
+        losses = []
+        for layer, module in self._steps:
+            weights = list(layer.loss_weight)
+            if weights and len(weights) != len(layer.top):
+                raise self._error(layer, f"{len(weights)} loss_weight values for "
+                                  f"{len(layer.top)} tops")
+            if not weights and module.is_loss:
+                weights = [1.0] + [0.0] * (len(layer.top) - 1)
+            losses += [(top, weight) for top, weight in zip(layer.top, weights) if weight]
+        return losses
+
+    def _param_specs_of(self, layer, module):
+        """lr_mult/decay_mult of each blob: the layer's `param` entries, then Caffe's 1, 1."""
+        blobs = module.blobs()
+        if len(layer.param) > len(blobs):
+            raise self._error(layer, f"{len(layer.param)} param entries for "
+                              f"{len(blobs)} parameter blobs")
+        specs = list(layer.param) + [schema.ParamSpec()] * (len(blobs) - len(layer.param))
+        for blob, spec in zip(blobs, specs):
+            # as in Caffe, lr_mult 0 freezes a blob: no gradient is computed for it
+            blob.requires_grad_(spec.lr_mult != 0)
+        return specs
+
+    def _fill(self, generator):
+        for layer, module in self._steps:
+            for blob, filler in zip(module.blobs(), module.fillers()):
+                try:
+                    fillers.fill(blob, filler, generator)
+                except ValueError as error:
+                    raise self._error(layer, str(error)) from None
+
+    # ------------------------------------------------------------------ running
+
+    def forward(self, blobs):
+        """All blobs of one pass, given the fed ones ({name: tensor}); in-place tops hold the
+        last value written, as in Caffe."""
+        blobs = dict(blobs)
+        for layer, module in self._steps:
+            blobs.update(zip(layer.top, module(*[blobs[name] for name in layer.bottom])))
+        return blobs
+
+    def loss(self, blobs):
+        """The objective: the sum of loss_weight * (sum of the top) over weighted tops."""
+        return sum(weight * blobs[name].sum() for name, weight in self.loss_names)
+
+    def loss_bottoms(self):
+        """(prediction, label) blob names of each EuclideanLoss layer."""
+        return [tuple(layer.bottom) for layer in self.layer_params
+                if layer.type == "EuclideanLoss"]
+
+    # ------------------------------------------------------------------ parameters
+
+    def learnable_blobs(self):
+        """(layer name, blob index, parameter, lr_mult, decay_mult) of every parameter blob,
+        in Caffe's order (layer order; weights before bias)."""
+        return [(layer.name, index, blob, spec.lr_mult, spec.decay_mult)
+                for (layer, module), specs in zip(self._steps, self._param_specs)
+                for index, (blob, spec) in enumerate(zip(module.blobs(), specs))]
+
+    def blobs_by_layer(self):
+        """{layer name: [parameter blobs]} of the layers that have any, in Caffe's layouts."""
+        return {layer.name: module.blobs() for layer, module in self._steps if module.blobs()}
+
+    @torch.no_grad()
+    def copy_from(self, blobs_by_layer, source):
+        """Copy blobs of layers present here and in `blobs_by_layer`, matched by layer name
+        (Caffe's CopyTrainedLayersFrom); other layers are left as they are. Every shape is
+        checked before anything is copied. Returns the names of the layers copied."""
+        own = self.blobs_by_layer()
+        shared = [name for name in own if name in blobs_by_layer]
+        for name in shared:
+            theirs, ours = blobs_by_layer[name], own[name]
+            if len(theirs) != len(ours):
+                raise UserError(source, f"layer {name!r}: {len(theirs)} blobs in the source, "
+                                f"{len(ours)} in the net")
+            for index, (their_blob, our_blob) in enumerate(zip(theirs, ours)):
+                if tuple(their_blob.shape) != tuple(our_blob.shape):
+                    raise UserError(source, f"layer {name!r}: blob {index} has shape "
+                                    f"{tuple(their_blob.shape)} in the source but "
+                                    f"{tuple(our_blob.shape)} in the net")
+        for name in shared:
+            for their_blob, our_blob in zip(blobs_by_layer[name], own[name]):
+                our_blob.copy_(their_blob)
+        return shared
+
+    # ------------------------------------------------------------------ inspection
+
+    def output_shapes(self, input_shapes=None):
+        """(layer name, type, top shapes, parameter count) of every layer, for fed blobs of
+        the given shapes ({blob: (N, C, H, W)}; others keep the shapes the net was built for)."""
+        return self._walk({**self._feeds, **self._given_feeds(input_shapes or {})})
+
+    def weight_count(self):
+        """Convolution and Deconvolution weights, without biases and PReLU slopes: the number
+        the FSRCNN paper counts (and its multiply-adds per input pixel)."""
+        return sum(module.weight.numel() for module in self.layers
+                   if isinstance(module, Convolution))

@@ -1,0 +1,81 @@
+"""Caffe's Convolution and Deconvolution layers, computed through runner/net/fast_paths.py."""
+import torch
+from torch import nn
+
+from runner.net import fast_paths
+from runner.net.layers.base import Layer, image_shape, spatial_pair
+
+
+class Convolution(Layer):
+    """Caffe's Convolution: weights (out, in/group, kh, kw), then bias (out)."""
+
+    type_name = "Convolution"
+
+    def __init__(self, layer, bottom_shapes):
+        super().__init__()
+        param = layer.convolution_param
+        if param.num_output is None:
+            raise ValueError("convolution_param.num_output is required")
+        self.kernel = spatial_pair(param.kernel_size, "kernel_size", None, 1)
+        self.stride = spatial_pair(param.stride, "stride", 1, 1)
+        self.pad = spatial_pair(param.pad, "pad", 0, 0)
+        self.dilation = spatial_pair(param.dilation, "dilation", 1, 1)
+        self.group = param.group
+        channels = image_shape(bottom_shapes[0])[1]
+        for what, number in (("input channels", channels), ("num_output", param.num_output)):
+            if number % self.group:
+                raise ValueError(f"{what} ({number}) not divisible by group ({self.group})")
+        self.in_channels, self.out_channels = channels, param.num_output
+        self.weight = nn.Parameter(torch.empty(self.weight_shape()))
+        self.bias = nn.Parameter(torch.empty(param.num_output)) if param.bias_term else None
+        self.weight_filler, self.bias_filler = param.weight_filler, param.bias_filler
+
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels // self.group, *self.kernel)
+
+    def output_size(self, size, kernel_extent, stride, pad):
+        return (size + 2 * pad - kernel_extent) // stride + 1
+
+    def blobs(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def fillers(self):
+        return [self.weight_filler, self.bias_filler][:len(self.blobs())]
+
+    def top_shapes(self, bottom_shapes):
+        batch, channels, *sizes = image_shape(bottom_shapes[0])
+        if channels != self.in_channels:
+            raise ValueError(f"built for {self.in_channels} input channels, got {channels}")
+        outputs = tuple(self.output_size(size, dilation * (kernel - 1) + 1, stride, pad)
+                        for size, kernel, stride, pad, dilation
+                        in zip(sizes, self.kernel, self.stride, self.pad, self.dilation))
+        if min(outputs) < 1:
+            raise ValueError(f"a {sizes[0]}x{sizes[1]} input gives no output "
+                             f"({outputs[0]}x{outputs[1]})")
+        return [(batch, self.out_channels, *outputs)]
+
+    def forward(self, bottom):
+        return (fast_paths.conv2d(bottom, self.weight, self.bias, self.stride, self.pad,
+                                  self.dilation, self.group),)
+
+
+class Deconvolution(Convolution):
+    """Caffe's Deconvolution (a transposed convolution): weights (in, out/group, kh, kw) —
+    PyTorch's ConvTranspose2d layout — then bias (out)."""
+
+    type_name = "Deconvolution"
+
+    def weight_shape(self):
+        return (self.in_channels, self.out_channels // self.group, *self.kernel)
+
+    def output_size(self, size, kernel_extent, stride, pad):
+        # Caffe's DeconvolutionLayer::compute_output_shape; no output_padding exists there
+        return stride * (size - 1) + kernel_extent - 2 * pad
+
+    def forward(self, bottom):
+        # the same result as F.conv_transpose2d, computed as a sub-pixel convolution
+        return (fast_paths.conv_transpose2d(bottom, self.weight, self.bias, self.stride,
+                                            self.pad, self.dilation, self.group),)
+
+
+LAYERS = (Convolution, Deconvolution)

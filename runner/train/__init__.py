@@ -1,0 +1,7 @@
+"""Floor 5, train: Caffe's solver loop (`solver.py`) apart from its update rules
+(`update_rules.py`) and learning-rate policies (`lr_policy.py`); the HDF5Data layer's feeding
+(`feeder.py`), data-parallel processes (`distributed.py`) and the Caffe-style train log
+(`train_log.py`).
+
+May import: runner.errors, runner.config, runner.files, runner.net
+"""

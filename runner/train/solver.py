@@ -1,0 +1,322 @@
+"""Caffe's solver loop (solver.cpp): test when due, forward/backward over iter_size batches,
+update, display, snapshot when due, until max_iter; resume from a solverstate exactly.
+
+The update rules live in `runner/train/update_rules.py` and the lr policies in `runner/train/lr_policy.py`;
+this module only sequences them.
+"""
+import collections
+import math
+import signal
+import time
+from dataclasses import dataclass
+
+import torch
+
+from runner.errors import UserError
+from runner.files import caffe_model, snapshot
+from runner.net import fast_paths
+from runner.net.builder import Net
+from runner.net.feeds import train_data_attributes
+from runner.train import distributed, lr_policy, update_rules
+from runner.train.feeder import HDF5Feeder
+from runner.train.train_log import TrainLog
+
+SIGNAL_EFFECTS = ("snapshot", "stop", "none")
+
+
+@dataclass
+class TrainOptions:
+    """What `runner train` flags add to a solver file."""
+
+    device: str = None               # overrides solver_mode/device_id, e.g. "cpu" or "cuda:0"
+    sigint_effect: str = "snapshot"  # snapshot then stop | stop | none
+    sighup_effect: str = "snapshot"  # snapshot and go on | stop | none
+    log: bool = True
+
+
+def choose_device(solver, override=None):
+    """solver_mode GPU uses CUDA device `device_id` when there is one, else the CPU."""
+    if override:
+        return torch.device(override)
+    if solver.solver_mode == "GPU" and torch.cuda.is_available():
+        return torch.device("cuda", solver.device_id)
+    return torch.device("cpu")
+
+
+def seed_of(solver):
+    """Caffe: a negative random_seed means one drawn from the clock."""
+    return solver.random_seed if solver.random_seed >= 0 else time.time_ns() % (2 ** 31)
+
+
+class Solver:
+    """A train net, its test nets, their data, and the update rule, stepping as Caffe does."""
+
+    def __init__(self, setup, options=TrainOptions()):
+        self.setup = setup
+        self.param = setup.solver
+        self.options = options
+        self.processes = distributed.Processes(choose_device(self.param, options.device))
+        self.device = self.processes.device
+        seed = self.processes.same_on_all(seed_of(self.param))
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        source = setup.net_sources[0][0]
+        self.net = fast_paths.preferred_layout(
+            Net(setup.train_net, "TRAIN", source, generator).to(self.device), self.device)
+        self.test_nets = [fast_paths.preferred_layout(Net(net, "TEST", source).to(self.device),
+                                                      self.device)
+                          for net in setup.test_nets]
+        # kept in every .model: an SRCNN-style net's scale is known only from its data
+        self.data_scale = int(train_data_attributes(setup.train_net, source).get("scale", 0))
+        self.train_feeders = [HDF5Feeder(layer, seed, self.processes.rank,
+                                         self.processes.world_size)
+                              for layer in self.net.data_layers]
+        self.test_feeders = [[HDF5Feeder(layer, seed) for layer in test_net.data_layers]
+                             for test_net in self.test_nets]
+        self.update_rule = update_rules.make_update_rule(
+            self.param.type,
+            [(blob, lr_mult, decay_mult) for _, _, blob, lr_mult, decay_mult
+             in self.net.learnable_blobs()],
+            self.param)
+        self.trainer = self.processes.wrap(self.net)
+        self.iteration = 0
+        self.last_snapshot = None
+        self.requested = None
+        self.started_from = None      # a line for the log: what the weights were copied from
+
+    # ------------------------------------------------------------------ weights and snapshots
+
+    def model_file(self):
+        blobs = {layer: [blob.detach().cpu().numpy() for blob in layer_blobs]
+                 for layer, layer_blobs in self.net.blobs_by_layer().items()}
+        path, text = self.setup.net_sources[0]
+        return snapshot.ModelFile(blobs, text, path, self.iteration, self.data_scale)
+
+    def copy_weights(self, model_path):
+        """Fine-tuning (`--weights`): copy every layer whose name matches, shapes checked."""
+        model = caffe_model.read_model(model_path, need_net=False)
+        tensors = {layer: [torch.from_numpy(blob) for blob in blobs]
+                   for layer, blobs in model.blobs.items()}
+        copied = self.net.copy_from(tensors, model_path)
+        own = sorted(set(self.net.blobs_by_layer()) - set(copied))
+        self.started_from = (f"Copied layers {', '.join(copied)} from {model_path}"
+                             + (f"; {', '.join(own)} from their fillers" if own else ""))
+        return copied
+
+    def snapshot(self):
+        model_path, state_path = snapshot.snapshot_paths(self.param.snapshot_prefix,
+                                                         self.iteration)
+        if self.processes.rank != 0:   # the others hold the same weights and history
+            self.last_snapshot = state_path
+            return
+        snapshot.save_model(model_path, self.model_file())
+        state = snapshot.SolverState(
+            iteration=self.iteration, learned_net=model_path.name,
+            learned_net_sha256=snapshot.file_sha256(model_path),
+            current_step=lr_policy.current_step(self.param, self.iteration),
+            history=[blob.detach().cpu().numpy() for blob in self.update_rule.state()],
+            solver_source=self.setup.solver_source, solver_text=self.setup.solver_text,
+            net_files=list(self.setup.net_sources), random_states=self._random_states(),
+            readers=self._reader_states())
+        snapshot.save_solverstate(state_path, state)
+        self.last_snapshot = state_path
+        self.log.line(f"Snapshotting to binary proto file {model_path}")
+        self.log.line(f"Snapshotting solver state to binary proto file {state_path}")
+
+    def restore(self, state_path, state):
+        """Continue from a solverstate: weights, history, iteration, generators, readers."""
+        model = snapshot.load_model(snapshot.model_of(state_path, state))
+        expected = set(self.net.blobs_by_layer())
+        if set(model.blobs) != expected:
+            raise UserError(state_path, "the snapshot is of a different net (layers "
+                            f"{sorted(model.blobs)} vs {sorted(expected)})")
+        self.net.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
+                            for layer, blobs in model.blobs.items()}, state_path)
+        try:
+            self.update_rule.load_state([torch.from_numpy(blob) for blob in state.history])
+        except ValueError as error:
+            raise UserError(state_path, f"solver history does not fit this net: {error}") \
+                from None
+        self.iteration = state.iteration
+        torch.set_rng_state(torch.from_numpy(state.random_states["torch"]))
+        for key, feeder in self._feeders():
+            if key in state.readers:
+                feeder.load_state(state.readers[key], state_path)
+
+    def _feeders(self):
+        for feeder in self.train_feeders:
+            yield f"train:{feeder.tops[0]}", feeder
+        for index, feeders in enumerate(self.test_feeders):
+            for feeder in feeders:
+                yield f"test{index}:{feeder.tops[0]}", feeder
+
+    def _random_states(self):
+        return {"torch": torch.get_rng_state().numpy()}
+
+    def _reader_states(self):
+        return {key: feeder.state() for key, feeder in self._feeders()}
+
+    # ------------------------------------------------------------------ the loop
+
+    def _batch(self, feeders):
+        blobs = {}
+        for feeder in feeders:
+            for top, tensor in feeder.next_batch().items():
+                blobs[top] = tensor.to(self.device, non_blocking=True)
+        return blobs
+
+    def forward_backward(self):
+        """Loss averaged over iter_size batches; gradients accumulated (Caffe's ForwardBackward)."""
+        total = 0.0
+        for _ in range(self.param.iter_size):
+            loss = self.net.loss(self.trainer(self._batch(self.train_feeders)))
+            loss.backward()
+            total += loss.item()
+        return total / self.param.iter_size
+
+    def step(self, iterations):
+        """Caffe's Solver::Step: run `iterations` iterations (fewer if a signal stops it)."""
+        stop_at = self.iteration + iterations
+        losses = collections.deque(maxlen=self.param.average_loss)
+        started, started_iteration = time.perf_counter(), self.iteration
+        while self.iteration < stop_at:
+            if self._test_due():
+                self.test_all()
+            self.net.zero_grad(set_to_none=True)
+            loss = self.processes.mean(self.forward_backward())
+            if not math.isfinite(loss):
+                kept = self.last_snapshot or "none was taken"
+                raise UserError(self.setup.solver_source, f"iteration {self.iteration}: loss "
+                                f"is {loss}; training stopped (last good snapshot: {kept}); "
+                                "a lower base_lr or a clip_gradients bound keeps steps finite")
+            losses.append(loss)
+            rate = lr_policy.learning_rate(self.param, self.iteration)
+            if self.param.display and self.iteration % self.param.display == 0:
+                elapsed = time.perf_counter() - started
+                done = self.iteration - started_iteration
+                self._display(sum(losses) / len(losses), rate, done, elapsed)
+                started, started_iteration = time.perf_counter(), self.iteration
+            self.update_rule.apply_update(rate, self.iteration)
+            self.iteration += 1
+            self.log.advance(self.iteration)
+            request = self._take_request()
+            if (self.param.snapshot and self.iteration % self.param.snapshot == 0) \
+                    or request == "snapshot":
+                self.snapshot()
+            if request == "stop":
+                return False
+        return True
+
+    def _display(self, smoothed_loss, rate, iterations_done, seconds):
+        per_second = iterations_done / seconds if seconds > 0 else 0.0
+        seconds_per_display = self.param.display / per_second if per_second else 0.0
+        self.log.line(f"Iteration {self.iteration} ({per_second:.4g} iter/s, "
+                      f"{seconds_per_display:.4g}s/{self.param.display} iters), "
+                      f"loss = {smoothed_loss:.6g}")
+        self.log.line(f"    Train net output #0: loss = {smoothed_loss:.6g} "
+                      f"(* 1 = {smoothed_loss:.6g} loss)")
+        self.log.line(f"Iteration {self.iteration}, lr = {rate:.6g}")
+        self.log.record(iteration=self.iteration, loss=smoothed_loss, lr=rate,
+                        seconds=round(time.time() - self.run_started, 3))
+
+    def _test_due(self):
+        interval = self.param.test_interval
+        return bool(interval) and self.iteration % interval == 0 and \
+            (self.iteration > 0 or self.param.test_initialization)
+
+    @torch.no_grad()
+    def test(self, index):
+        """One test pass of test net `index`: mean Euclidean loss and PSNR (dB, data in [0,1])."""
+        test_net = self.test_nets[index]
+        test_net.copy_from(self.net.blobs_by_layer(), "train net")
+        loss_sum, squared_error, pixels = 0.0, 0.0, 0
+        for _ in range(self.param.test_iter[index]):
+            blobs = test_net.forward(self._batch(self.test_feeders[index]))
+            loss_sum += test_net.loss(blobs).item()
+            for prediction, label in test_net.loss_bottoms():
+                squared_error += (blobs[prediction] - blobs[label]).double().pow(2).sum().item()
+                pixels += blobs[label].numel()
+        loss = loss_sum / self.param.test_iter[index]
+        psnr = 10 * math.log10(pixels / squared_error) if squared_error else math.inf
+        return loss, psnr
+
+    def test_all(self):
+        if self.processes.rank != 0:   # as Caffe, which tests on the root solver only
+            return
+        for index in range(len(self.test_nets)):
+            self.log.line(f"Iteration {self.iteration}, Testing net (#{index})")
+            loss, psnr = self.test(index)
+            self.log.line(f"    Test net output #0: loss = {loss:.6g} (* 1 = {loss:.6g} loss)")
+            self.log.line(f"    Test net output #1: psnr = {psnr:.4f}")
+            self.log.record(iteration=self.iteration, test_net=index, test_loss=loss,
+                            test_psnr=psnr, seconds=round(time.time() - self.run_started, 3))
+
+    def solve(self):
+        """Caffe's Solver::Solve: step to max_iter, then the final snapshot, display and test."""
+        self.run_started = time.time()
+        self.log = TrainLog(self.param.snapshot_prefix, self.iteration, self.param.max_iter,
+                            self.options.log and self.processes.rank == 0)
+        self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
+                      f"{self.processes.describe()}, "
+                      f"from iteration {self.iteration} to {self.param.max_iter}")
+        if self.started_from:
+            self.log.line(self.started_from)
+        previous = self._install_signal_handlers()
+        try:
+            finished = self.step(self.param.max_iter - self.iteration)
+            if not finished:
+                self.log.line("Optimization stopped early.")
+                return
+            if self.param.snapshot_after_train and \
+                    (not self.param.snapshot or self.iteration % self.param.snapshot):
+                self.snapshot()
+            if self.param.test_interval and self.iteration % self.param.test_interval == 0:
+                self.test_all()
+            self.log.line("Optimization Done.")
+        finally:
+            self._restore_signal_handlers(previous)
+            self.log.close()
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self):
+        effects = {signal.SIGINT: self.options.sigint_effect,
+                   signal.SIGHUP: self.options.sighup_effect}
+        previous = {}
+        for number, effect in effects.items():
+            if effect != "none":
+                previous[number] = signal.signal(number, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous):
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    def _on_signal(self, number, frame):
+        self.requested = number
+
+    def _take_request(self):
+        """The action a signal asked for: SIGINT's snapshot means snapshot, then stop."""
+        number, self.requested = self.requested, None
+        number = self.processes.agreed_signal(number)
+        if number is None:
+            return None
+        effect = (self.options.sigint_effect if number == signal.SIGINT
+                  else self.options.sighup_effect)
+        if number == signal.SIGINT and effect == "snapshot":
+            self.snapshot()
+            return "stop"
+        return effect
+
+
+def train(setup, options=TrainOptions(), resume_from=None, weights=None):
+    """Build a solver, optionally resume or fine-tune, and run it to max_iter."""
+    solver = Solver(setup, options)
+    if resume_from is not None:
+        path, state = resume_from
+        solver.restore(path, state)
+    elif weights is not None:
+        solver.copy_weights(weights)
+    solver.solve()
+    solver.processes.close()
+    return solver
