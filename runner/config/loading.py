@@ -1,29 +1,66 @@
 """Read net, solver and prep files (YAML, or Caffe prototxt text) into validated schema objects."""
+import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from runner.config import caffe_proto, schema
+from runner.config import caffe_proto, memory, schema
 from runner.errors import UserError
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PROTOTXT_SUFFIXES = (".prototxt", ".pt", ".txt")
+# Config files are kilobytes; anything this large is not one, and is not read into memory.
+MAX_CONFIG_BYTES = 16 << 20
 
 
-def read_text(path):
-    """A config file's text, or a UserError naming the file."""
+def read_bytes(path, what, limit):
+    """A file's bytes, or a UserError naming the file. Only a regular file is read (opening a
+    FIFO would wait forever), and only when it holds at most `limit` bytes."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise UserError(path, f"is not a regular file, so not a {what}")
+            data = stream.read(limit + 1)
     except FileNotFoundError:
         raise UserError(path, "no such file") from None
     except IsADirectoryError:
-        raise UserError(path, "is a folder, not a config file") from None
+        raise UserError(path, f"is a folder, not a {what}") from None
+    except OSError as error:
+        raise UserError(path, f"cannot read ({error.strerror})") from None
+    if len(data) > limit:
+        raise UserError(path, f"is larger than {memory.describe_bytes(limit)}, too large for "
+                        f"a {what}")
+    return data
+
+
+def read_text(path, what="config file"):
+    """A text file's contents (a config file, or another `what`): read_bytes, then UTF-8."""
+    try:
+        return read_bytes(path, what, MAX_CONFIG_BYTES).decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(path, "not a text file") from None
-    except OSError as error:
-        raise UserError(path, error.strerror) from None
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"     # `<<: *defaults`, whose keys a mapping may override
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error, as a
+    prototxt that repeats a non-repeated field is, rather than the last value silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def parse_config(message_class, text, source):
@@ -35,7 +72,7 @@ def parse_config(message_class, text, source):
         raise UserError(source, f"unknown config format {suffix!r}: use "
                         f"{', '.join(YAML_SUFFIXES + PROTOTXT_SUFFIXES)}")
     try:
-        mapping = yaml.safe_load(text)
+        mapping = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""

@@ -6,13 +6,18 @@ kept or dropped by their include/exclude rules, connected by bottom/top blob nam
 time, and every parameter blob filled by its layer's filler from one generator, in layer order,
 so a seed gives the same weights. Data layers (HDF5Data, Input) build no module: their tops are
 fed to `forward` from outside (runner/train/feeder.py in training, runner/net/feeds.py for their
-shapes).
+shapes). Before any weight is allocated, the net is laid out on torch's `meta` device (shapes,
+no memory) and its weights and one batch's activations are checked against the machine's
+memory, so an absurd size is one error line naming the layer and its key.
 """
+import math
+
 import torch
 from torch import nn
 
-from runner.config import schema
+from runner.config import memory, schema
 from runner.errors import UserError
+from runner.files import snapshot
 from runner.net import fillers
 from runner.net.feeds import FED_LAYERS, Feed
 from runner.net.layers.convolution import Convolution
@@ -40,9 +45,10 @@ class Net(nn.Module):
         self.data_layers = [layer for layer in self.layer_params if layer.type == "HDF5Data"]
         self.input_names = [top for layer in self.layer_params if layer.type in FED_LAYERS
                             for top in layer.top]
+        self._feeds = self._find_feeds(self._given_feeds(input_shapes or {}))
         self.layers = nn.ModuleList()
         self._module_at = {}          # index in layer_params -> the computing layer's module
-        self._feeds = self._find_feeds(self._given_feeds(input_shapes or {}))
+        self._check_memory()
         self._walk(self._feeds, build=True)
         self._steps = [(self.layer_params[index], module)
                        for index, module in self._module_at.items()]
@@ -70,6 +76,42 @@ class Net(nn.Module):
                 feeds.update(FED_LAYERS[layer.type](layer, self.source, needed))
         return feeds
 
+    def _check_memory(self):
+        """Lay the net out on the meta device (shapes, no memory) and refuse it, naming the
+        layer and the keys at fault, when its weights and one batch's activations exceed the
+        machine's memory."""
+        try:
+            with torch.device("meta"):
+                rows = self._walk(self._feeds, build=True)
+        except (RuntimeError, TypeError, OverflowError) as error:
+            raise UserError(self.source, f"sizes beyond what can be allocated ({error})") \
+                from None
+        weights = {index: sum(blob.numel() for blob in module.blobs())
+                   for index, module in self._module_at.items()}
+        tops = [(math.prod(shape), layer, shape) for layer, (_, _, top_shapes, _)
+                in zip(self.layer_params, rows) for shape in top_shapes]
+        activations = sum(size for size, _, _ in tops)
+        needed = (sum(weights.values()) + activations) * memory.FLOAT32_BYTES
+        heaviest = max(weights, key=weights.get, default=None)
+        if heaviest is not None and weights[heaviest] >= activations:
+            layer = self.layer_params[heaviest]
+            shapes = " + ".join("x".join(map(str, blob.shape))
+                                for blob in self._module_at[heaviest].blobs())
+            where, what = self.source, (
+                f"layer {layer.name!r} ({layer.type}): its weights ({shapes}), with the rest of "
+                "the net and one batch's activations,")
+            hint = f"lower {LAYERS[layer.type].size_keys}" if LAYERS[layer.type].size_keys \
+                else "lower the sizes of the layers before it"
+        else:
+            _, layer, shape = max(tops, key=lambda top: top[0])
+            where = self.source
+            what = (f"one batch's activations (the largest: top {shape} of layer "
+                    f"{layer.name!r}), with the net's weights,")
+            keys = sorted({feed.size_key for feed in self._feeds.values() if feed.size_key})
+            hint = f"lower {' or '.join(keys) or 'the batch size'} or the input size"
+        self.layers, self._module_at = nn.ModuleList(), {}
+        memory.check_fits(needed, where, what, hint)
+
     def _walk(self, feeds, build=False):
         """Caffe's setup/reshape pass: each layer's top shapes, from the fed blobs' shapes, as
         rows (layer name, type, top shapes, parameter count). With `build`, each computing
@@ -86,7 +128,7 @@ class Net(nn.Module):
             else:
                 bottoms = self._bottom_shapes(layer, shapes)
                 if build:
-                    self._module_at[index] = self._build(layer, bottoms)
+                    self._module_at[index] = self._build(layer, bottoms, feeds)
                 module = self._module_at[index]
                 if module.blobs():
                     if layer.name in names_with_blobs:
@@ -112,13 +154,13 @@ class Net(nn.Module):
                                 "produced by no earlier layer")
         return [shapes[name] for name in layer.bottom]
 
-    def _build(self, layer, bottom_shapes):
+    def _build(self, layer, bottom_shapes, feeds):
         layer_class = LAYERS[layer.type]
         self._check_counts(layer, layer_class.bottom_count, layer_class.top_count)
         try:
             module = layer_class(layer, bottom_shapes)
         except ValueError as error:
-            raise self._error(layer, str(error)) from None
+            raise self._shape_error(layer, error, feeds) from None
         self.layers.append(module)
         return module
 
@@ -126,12 +168,16 @@ class Net(nn.Module):
         try:
             return module.top_shapes(bottom_shapes)
         except ValueError as error:
-            # a fed bottom of the wrong shape is most likely the data's fault: name its file
-            fed = [feeds[name] for name in layer.bottom if name in feeds]
-            notes = "; ".join(feed.note for feed in fed if feed.note)
-            where = fed[0].where if fed else self.source
-            raise UserError(where, f"layer {layer.name!r} ({layer.type}): {error}"
-                            + (f" ({notes})" if notes else "")) from None
+            raise self._shape_error(layer, error, feeds) from None
+
+    def _shape_error(self, layer, error, feeds):
+        """A layer's complaint about its bottoms; a fed bottom of the wrong shape is most
+        likely the data's fault, so the error names the data's file."""
+        fed = [feeds[name] for name in layer.bottom if name in feeds]
+        notes = "; ".join(feed.note for feed in fed if feed.note)
+        where = fed[0].where if fed else self.source
+        return UserError(where, f"layer {layer.name!r} ({layer.type}): {error}"
+                         + (f" ({notes})" if notes else ""))
 
     def _record_tops(self, layer, top_shapes, shapes):
         for index, (name, shape) in enumerate(zip(layer.top, top_shapes)):
@@ -212,16 +258,7 @@ class Net(nn.Module):
         checked before anything is copied. Returns the names of the layers copied."""
         own = self.blobs_by_layer()
         shared = [name for name in own if name in blobs_by_layer]
-        for name in shared:
-            theirs, ours = blobs_by_layer[name], own[name]
-            if len(theirs) != len(ours):
-                raise UserError(source, f"layer {name!r}: {len(theirs)} blobs in the source, "
-                                f"{len(ours)} in the net")
-            for index, (their_blob, our_blob) in enumerate(zip(theirs, ours)):
-                if tuple(their_blob.shape) != tuple(our_blob.shape):
-                    raise UserError(source, f"layer {name!r}: blob {index} has shape "
-                                    f"{tuple(their_blob.shape)} in the source but "
-                                    f"{tuple(our_blob.shape)} in the net")
+        snapshot.check_blob_shapes(blobs_by_layer, own, source)
         for name in shared:
             for their_blob, our_blob in zip(blobs_by_layer[name], own[name]):
                 our_blob.copy_(their_blob)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from runner.errors import UserError
+from runner.files import outputs
+
 
 def log_paths(snapshot_prefix):
     """(text log, JSON-lines log) of a run, next to its snapshots."""
@@ -22,9 +25,9 @@ class TrainLog:
         self.enabled = enabled
         self.text_path, self.records_path = log_paths(snapshot_prefix)
         if enabled:
-            self.text_path.parent.mkdir(parents=True, exist_ok=True)
-            self.text = open(self.text_path, "a", encoding="utf-8")
-            self.records = open(self.records_path, "a", encoding="utf-8")
+            outputs.writable_folder(self.text_path.parent)
+            self.text = _append_to(self.text_path)
+            self.records = _append_to(self.records_path)
         show_bar = enabled and sys.stderr.isatty()
         self.bar = tqdm(total=max_iter, initial=first_iteration, disable=not show_bar,
                         unit="iter", dynamic_ncols=True, leave=False)
@@ -53,7 +56,36 @@ class TrainLog:
             self.records.close()
 
 
+def _append_to(path):
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as error:
+        raise UserError(path, f"cannot write the training log ({error.strerror})") from None
+
+
 def read_records(path):
     """The records of a JSON-lines training log."""
     with open(path, encoding="utf-8") as stream:
         return [json.loads(line) for line in stream if line.strip()]
+
+
+def drop_records_from(records_path, iteration):
+    """Keep only the records of iterations before `iteration` (a resume writes the later ones
+    again), and no line a kill cut short; rewritten atomically. Returns how many were dropped."""
+    path = Path(records_path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        for line in filter(str.strip, stream):
+            try:
+                early = json.loads(line)["iteration"] < iteration
+            except (ValueError, KeyError, TypeError):
+                early = False
+            if early:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        outputs.write_files({path: "".join(kept)})
+    return dropped

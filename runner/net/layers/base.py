@@ -10,6 +10,8 @@ class Layer(nn.Module):
     bottom_count = 1      # exact numbers of bottoms and tops, as Caffe's Exact*Blobs()
     top_count = 1
     is_loss = False       # loss layers weigh their top 1 in the objective unless told otherwise
+    size_keys = ""        # the keys that set the size of its parameter blobs, named when the
+                          # net cannot be allocated ("" when its bottom's shape sets it)
 
     def blobs(self):
         """Parameter blobs in Caffe's order (weights, then bias)."""
