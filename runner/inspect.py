@@ -119,6 +119,8 @@ def inspect_model(path, input_size=DEFAULT_INPUT_SIZE):
 
 def inspect_solverstate(path, input_size=DEFAULT_INPUT_SIZE):
     state = snapshot.load_solverstate(path)
+    for array in state.arrays():      # read to verify their checksums: damage is reported
+        snapshot.read_array(array, dtype=None)
     with stored_in(path, state.stored_names):
         setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
                                                state.net_files)

@@ -21,16 +21,18 @@ def read_bytes(path, what, limit):
     path = Path(path)
     try:
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                raise UserError(path, f"is not a regular file, so not a {what}")
-            data = stream.read(limit + 1)
+            status = os.fstat(stream.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise UserError(path, f"is not a regular file (a {what} must be one)")
+            data = stream.read() if status.st_size <= limit else b""
+            size = max(status.st_size, len(data))
     except FileNotFoundError:
         raise UserError(path, "no such file") from None
     except IsADirectoryError:
         raise UserError(path, f"is a folder, not a {what}") from None
     except OSError as error:
         raise UserError(path, f"cannot read ({error.strerror})") from None
-    if len(data) > limit:
+    if size > limit:
         raise UserError(path, f"is larger than {memory.describe_bytes(limit)}, too large for "
                         f"a {what}")
     return data

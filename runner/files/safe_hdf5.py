@@ -46,7 +46,7 @@ def opened(path, kind):
     except OSError:
         raise UserError(path, f"no such {kind}") from None
     if not stat.S_ISREG(mode):
-        raise UserError(path, f"is not a regular file, so not a {kind}")
+        raise UserError(path, f"is not a regular file (a {kind} must be one)")
     try:
         with h5py.File(path, "r") as h5:
             yield h5
@@ -88,10 +88,12 @@ def members(group, path, kind=h5py.Dataset):
     return {name: member(group, name, path, kind) for name in group.keys()}
 
 
-def check_dataset(dataset, path, expected_shape=None, itemsize=None):
+def check_dataset(dataset, path, expected_shape=None, itemsize=None, complete=False):
     """A UserError unless `dataset` keeps numeric data in the file itself, has
     `expected_shape` (when given) and fits in memory at `itemsize` bytes per value (default:
-    its own). Reads no data."""
+    its own); with `complete`, also unless the file stores every byte it declares (as
+    snapshots write their data: uncompressed, all of it), so reading it reads only what the
+    file holds. Reads no data."""
     name = dataset.name.lstrip("/")
     properties = dataset.id.get_create_plist()
     if dataset.is_virtual:
@@ -106,7 +108,8 @@ def check_dataset(dataset, path, expected_shape=None, itemsize=None):
         raise UserError(path, f"dataset {name!r} has a storage layout that is not contiguous, "
                         "chunked or compact")
     if dataset.dtype.kind not in NUMERIC_KINDS or dataset.dtype.fields:
-        raise UserError(path, f"dataset {name!r} holds {dataset.dtype} values, expected numbers")
+        described = "text" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
+        raise UserError(path, f"dataset {name!r} holds {described} values, expected numbers")
     shape = tuple(int(size) for size in dataset.shape or ())
     if expected_shape is not None and shape != tuple(expected_shape):
         raise UserError(path, f"dataset {name!r} has shape {shape}, expected "
@@ -114,6 +117,10 @@ def check_dataset(dataset, path, expected_shape=None, itemsize=None):
     values = math.prod(shape)
     memory.check_fits(values * (itemsize or dataset.dtype.itemsize), path,
                       f"dataset {name!r} of shape {shape}")
+    stored = dataset.id.get_storage_size()
+    if complete and stored < values * dataset.dtype.itemsize:
+        raise UserError(path, f"dataset {name!r} declares {values * dataset.dtype.itemsize:,} "
+                        f"bytes but the file stores {stored:,} of them")
     return shape
 
 
@@ -124,11 +131,11 @@ def digest(array):
     return hashlib.sha256(header + array.tobytes()).hexdigest()
 
 
-def read_dataset(dataset, path, expected_shape=None, dtype=None, sealed=False):
+def read_dataset(dataset, path, expected_shape=None, dtype=None, sealed=False, complete=False):
     """The values of a checked dataset (check_dataset), converted to `dtype` when given; with
     `sealed`, verified against the checksum stored with them."""
     check_dataset(dataset, path, expected_shape,
-                  np.dtype(dtype).itemsize if dtype is not None else None)
+                  np.dtype(dtype).itemsize if dtype is not None else None, complete)
     values = dataset[()]
     if sealed:
         stored = dataset.attrs.get(CHECKSUM)
@@ -216,8 +223,9 @@ def _described(value):
 
 @dataclass(frozen=True)
 class StoredArray:
-    """A dataset of a file, checked where it was found and read only when asked, so that its
-    declared shape can first be compared with what the reader expects."""
+    """A dataset of a snapshot, checked where it was found (check_dataset, complete) and read
+    only when asked, so that its declared shape can first be compared with what the reader
+    expects."""
 
     path: Path
     name: str              # its full name in the file
@@ -227,7 +235,8 @@ class StoredArray:
 
     @classmethod
     def of(cls, dataset, path, kind, sealed):
-        return cls(Path(path), dataset.name, check_dataset(dataset, path), kind, sealed)
+        return cls(Path(path), dataset.name, check_dataset(dataset, path, complete=True), kind,
+                   sealed)
 
     def read(self, expected_shape=None, dtype=None):
         """The values, once the declared shape is `expected_shape` (when given)."""
@@ -240,4 +249,4 @@ class StoredArray:
             for part in groups:
                 group = member(group, part, self.path, h5py.Group)
             return read_dataset(member(group, name, self.path), self.path, self.shape, dtype,
-                                self.sealed)
+                                self.sealed, complete=True)

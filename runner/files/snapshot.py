@@ -180,6 +180,12 @@ class SolverState:
     random_states: dict = field(default_factory=dict)   # name -> uint8 array
     readers: dict = field(default_factory=dict)          # feeder key -> HDF5Feeder.state()
 
+    def arrays(self):
+        """Every array it holds: history, generators, reader orders and generators."""
+        return [*self.history, *self.random_states.values(),
+                *(reader[name] for reader in self.readers.values()
+                  for name in ("order", "generator"))]
+
     @property
     def stored_names(self):
         """The recorded names of the solver and net texts it stores (errors.stored_in)."""

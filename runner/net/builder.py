@@ -77,45 +77,42 @@ class Net(nn.Module):
         return feeds
 
     def _check_memory(self):
-        """Lay the net out on the meta device (shapes, no memory) and refuse it, naming the
-        layer and the keys at fault, when its weights and one batch's activations exceed the
-        machine's memory."""
+        """Lay the net out on the meta device (shapes, no memory), layer by layer, and refuse
+        it at the first layer that takes its weights and one batch's activations beyond the
+        machine's memory, naming that layer and the keys that set its size."""
+        limit, total = memory.available_bytes(), [0]
+
+        def account(layer, module=None, tops=()):
+            weights = sum(blob.numel() for blob in module.blobs()) if module else 0
+            total[0] += (weights + sum(math.prod(shape) for shape in tops)) \
+                * memory.FLOAT32_BYTES
+            if total[0] <= limit:
+                return
+            if weights:
+                shapes = " and ".join("x".join(map(str, blob.shape)) for blob in module.blobs())
+                keys = LAYERS[layer.type].size_keys or "the sizes of the layers before it"
+                memory.check_fits(total[0], self.source, f"the net up to layer {layer.name!r} "
+                                  f"({layer.type}), whose weights are {shapes},", f"lower {keys}")
+            keys = " or ".join(sorted({feed.size_key for feed in self._feeds.values()
+                                       if feed.size_key})) or "the batch size"
+            memory.check_fits(total[0], self.source, f"the net up to layer {layer.name!r} "
+                              f"({layer.type}), whose tops for one batch are "
+                              f"{', '.join('x'.join(map(str, shape)) for shape in tops)},",
+                              f"lower {keys} or the input size")
+
         try:
             with torch.device("meta"):
-                rows = self._walk(self._feeds, build=True)
+                self._walk(self._feeds, build=True, account=account)
         except (RuntimeError, TypeError, OverflowError) as error:
             raise UserError(self.source, f"sizes beyond what can be allocated ({error})") \
                 from None
-        weights = {index: sum(blob.numel() for blob in module.blobs())
-                   for index, module in self._module_at.items()}
-        tops = [(math.prod(shape), layer, shape) for layer, (_, _, top_shapes, _)
-                in zip(self.layer_params, rows) for shape in top_shapes]
-        activations = sum(size for size, _, _ in tops)
-        needed = (sum(weights.values()) + activations) * memory.FLOAT32_BYTES
-        heaviest = max(weights, key=weights.get, default=None)
-        if heaviest is not None and weights[heaviest] >= activations:
-            layer = self.layer_params[heaviest]
-            shapes = " + ".join("x".join(map(str, blob.shape))
-                                for blob in self._module_at[heaviest].blobs())
-            where, what = self.source, (
-                f"layer {layer.name!r} ({layer.type}): its weights ({shapes}), with the rest of "
-                "the net and one batch's activations,")
-            hint = f"lower {LAYERS[layer.type].size_keys}" if LAYERS[layer.type].size_keys \
-                else "lower the sizes of the layers before it"
-        else:
-            _, layer, shape = max(tops, key=lambda top: top[0])
-            where = self.source
-            what = (f"one batch's activations (the largest: top {shape} of layer "
-                    f"{layer.name!r}), with the net's weights,")
-            keys = sorted({feed.size_key for feed in self._feeds.values() if feed.size_key})
-            hint = f"lower {' or '.join(keys) or 'the batch size'} or the input size"
         self.layers, self._module_at = nn.ModuleList(), {}
-        memory.check_fits(needed, where, what, hint)
 
-    def _walk(self, feeds, build=False):
+    def _walk(self, feeds, build=False, account=None):
         """Caffe's setup/reshape pass: each layer's top shapes, from the fed blobs' shapes, as
         rows (layer name, type, top shapes, parameter count). With `build`, each computing
-        layer's module is first created for the shapes of its bottoms."""
+        layer's module is first created for the shapes of its bottoms; `account(layer,
+        module=, tops=)` is told of each module once built and of each layer's top shapes."""
         shapes, rows, names_with_blobs = {}, [], set()
         for index, layer in enumerate(self.layer_params):
             if layer.type is None:
@@ -130,6 +127,8 @@ class Net(nn.Module):
                 if build:
                     self._module_at[index] = self._build(layer, bottoms, feeds)
                 module = self._module_at[index]
+                if account:
+                    account(layer, module=module)
                 if module.blobs():
                     if layer.name in names_with_blobs:
                         # weights are saved, loaded and copied by layer name
@@ -137,6 +136,8 @@ class Net(nn.Module):
                     names_with_blobs.add(layer.name)
                 tops = self._top_shapes(layer, module, bottoms, feeds)
                 count = sum(blob.numel() for blob in module.blobs())
+            if account:
+                account(layer, tops=tops)
             self._record_tops(layer, tops, shapes)
             rows.append((layer.name, layer.type, tops, count))
         return rows
