@@ -347,6 +347,7 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         args.argv = sys.argv[1:] if argv is None else list(argv)
         args.run(args)
+        sys.stdout.flush()          # here, where a closed pipe is handled, not at exit
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

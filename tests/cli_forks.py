@@ -9,7 +9,8 @@ JSON line on stdout) has the child's own exit code, output, wall time and peak r
 (`ru_maxrss`); a child past its time limit is killed and reported as such. A child's address
 space is capped (RLIMIT_DATA) so that a memory bomb the code fails to refuse cannot take the
 machine down; `available_bytes` in runner/config/memory.py sees that cap as the machine's memory.
-The server itself never runs a torch operation, so forking it is safe.
+The server itself never runs a torch operation, so forking it is safe. A test may also start a
+child, signal it (`kill -9`) and then collect it.
 
 `CliForks` is the client the tests use.
 """
@@ -69,14 +70,28 @@ def _run_child(request, out, err):
     code = 1
     try:
         code = cli.main(request["argv"])
+        sys.stdout.flush()
     except SystemExit as exit_request:
         code = exit_request.code if isinstance(exit_request.code, int) else 1
     except BaseException:           # a bug: its traceback is what the test must see
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
         sys.stderr.flush()
-    os._exit(code)
+        os._exit(code)
+
+
+def _wait(pid, timeout):
+    """wait4 for a child, killing it past `timeout` seconds: (status, rusage, timed out)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage, False
+        if time.perf_counter() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            return status, usage, True
+        time.sleep(0.002)
 
 
 def serve():
@@ -85,37 +100,34 @@ def serve():
     import runner.files.snapshot, runner.infer.deploy, runner.predict, runner.train.solver  # noqa: F401,E401
     gc.freeze()                     # children then share these objects without copying them
     print(json.dumps({"ready": True, "rss": _page_kib("VmRSS") * 1024}), flush=True)
+    children = {}                   # pid -> (stdout file, stderr file, start time)
     for line in sys.stdin:
         request = json.loads(line)
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        if request["op"] == "start":
+            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
             started = time.perf_counter()
             pid = os.fork()
             if pid == 0:
                 _run_child(request, out, err)
-            deadline, timed_out = started + request["timeout"], False
-            while True:
-                done, status, usage = os.wait4(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.perf_counter() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    _, status, usage = os.wait4(pid, 0)
-                    timed_out = True
-                    break
-                time.sleep(0.002)
-            seconds = time.perf_counter() - started
-            code = os.waitstatus_to_exitcode(status)
-            texts = []
-            for stream in (out, err):
-                stream.seek(0)
-                texts.append(stream.read().decode("utf-8", "replace"))
-        print(json.dumps({"code": code, "stdout": texts[0], "stderr": texts[1],
-                          "seconds": seconds, "peak_rss": usage.ru_maxrss * 1024,
-                          "timed_out": timed_out}), flush=True)
+            children[pid] = (out, err, started)
+            print(json.dumps({"pid": pid}), flush=True)
+            continue
+        out, err, started = children.pop(request["pid"])
+        status, usage, timed_out = _wait(request["pid"], request["timeout"])
+        texts = []
+        for stream in (out, err):
+            stream.seek(0)
+            texts.append(stream.read().decode("utf-8", "replace"))
+            stream.close()
+        print(json.dumps({"code": os.waitstatus_to_exitcode(status), "stdout": texts[0],
+                          "stderr": texts[1], "seconds": time.perf_counter() - started,
+                          "peak_rss": usage.ru_maxrss * 1024, "timed_out": timed_out}),
+              flush=True)
 
 
 class CliForks:
-    """A running fork server: `run(argv, cwd)` gives the CaseResult of one `runner` process."""
+    """A running fork server: `run(argv, cwd)` gives the CaseResult of one `runner` process;
+    `start` and `wait` split it, for a test that signals the process in between."""
 
     def __init__(self, environment):
         self.process = subprocess.Popen(
@@ -124,14 +136,24 @@ class CliForks:
         ready = json.loads(self.process.stdout.readline())
         self.baseline_rss = ready["rss"]
 
-    def run(self, argv, cwd, timeout=30.0, memory_limit=3 << 30, unprivileged=False, env=None,
-            closed_stdout=False):
-        request = {"argv": [str(item) for item in argv], "cwd": str(cwd), "timeout": timeout,
-                   "memory_limit": memory_limit, "unprivileged": unprivileged,
-                   "env": env or {}, "closed_stdout": closed_stdout}
+    def _ask(self, request):
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        return CaseResult(**json.loads(self.process.stdout.readline()))
+        return json.loads(self.process.stdout.readline())
+
+    def start(self, argv, cwd, memory_limit=3 << 30, unprivileged=False, env=None,
+              closed_stdout=False):
+        """Start one `runner` process; returns its pid."""
+        return self._ask({"op": "start", "argv": [str(item) for item in argv], "cwd": str(cwd),
+                          "memory_limit": memory_limit, "unprivileged": unprivileged,
+                          "env": env or {}, "closed_stdout": closed_stdout})["pid"]
+
+    def wait(self, pid, timeout=30.0):
+        """The CaseResult of a started process, killed if still running after `timeout`."""
+        return CaseResult(**self._ask({"op": "wait", "pid": pid, "timeout": timeout}))
+
+    def run(self, argv, cwd, timeout=30.0, **options):
+        return self.wait(self.start(argv, cwd, **options), timeout)
 
     def close(self):
         self.process.stdin.close()

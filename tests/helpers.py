@@ -99,3 +99,10 @@ def assert_one_line_error(result, *fragments):
     for fragment in fragments:
         assert str(fragment) in lines[0], lines[0]
     return lines[0]
+
+
+def created_mode():
+    """The permission bits a new file gets here: 0666 less the umask (runs inherit ours)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

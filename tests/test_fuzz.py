@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import fuzz_inputs as bad
 from cli_forks import UNPRIVILEGED_ID, CliForks
-from helpers import TINY_NET, cli_environment, tiny_run, write_h5
+from helpers import TINY_NET, created_mode, tiny_run, write_h5
 from runner.config import caffe_proto, schema
 from runner.config.schema import INTEGER_RANGES
 from runner.files import caffe_model
@@ -83,10 +83,9 @@ class Workspace:
 
 
 @pytest.fixture(scope="module")
-def workspace():
+def workspace(forks):
     base = Path(tempfile.mkdtemp(prefix="srcaffe-fuzz-"))
     base.chmod(0o755)
-    forks = CliForks(dict(cli_environment(), OMP_NUM_THREADS="1"))
     space = Workspace(forks, base)
     space.template.mkdir()
     solver = tiny_run(space.template, max_iter=2, snapshot=2)
@@ -96,7 +95,6 @@ def workspace():
                                                                    dtype=np.uint8))
     bad.write_secret(base)
     yield space
-    forks.close()
     for folder, _, _ in os.walk(base):
         os.chmod(folder, 0o755)
     shutil.rmtree(base)
@@ -1022,11 +1020,4 @@ def test_ship_onto_a_symlinked_destination(workspace):
     assert shipped.is_dir() and not shipped.is_symlink()
     assert (shipped / "log.jsonl").is_file() and (folder / "models" / "tiny.model").is_file()
     assert (elsewhere / "keep.txt").read_text() == "not to be touched\n"
-    assert stat.S_IMODE((folder / "models" / "tiny.model").stat().st_mode) == \
-        0o666 & ~_umask()
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    assert stat.S_IMODE((folder / "models" / "tiny.model").stat().st_mode) == created_mode()

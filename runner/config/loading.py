@@ -75,6 +75,8 @@ def parse_config(message_class, text, source):
                         f"{', '.join(YAML_SUFFIXES + PROTOTXT_SUFFIXES)}")
     try:
         mapping = yaml.load(text, Loader=UniqueKeyLoader)
+    except RecursionError:
+        raise UserError(source, "invalid YAML: nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""

@@ -78,7 +78,7 @@ def commit(temporary, path):
 # `.<stem>.<pid>.<8 hex><suffix>` (temporary_beside), and `.<name>.<8 chars>.tmp` (mkstemp's,
 # which snapshots used before)
 TEMPORARY_NAMES = (re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}(\.[^.]*)?"),
-                   re.compile(r"\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp"))
+                   re.compile(r"\.(?P<stem>.+?)(\.[^.]*)?\.[a-z0-9_]{8}\.tmp"))
 
 
 def _temporary_of(name):
@@ -102,14 +102,15 @@ def _writer_gone(pid):
     return False
 
 
-def remove_stale_temporaries(folder, name_prefix):
-    """Remove the hidden temporaries of files named `name_prefix...` in `folder` whose writer
-    is no longer running (a killed or crashed run's); returns their paths."""
+def remove_stale_temporaries(folder, stem):
+    """Remove the hidden temporaries in `folder` of files whose name (less its suffix) matches
+    the regular expression `stem` and whose writer is no longer running (a killed or crashed
+    run's); returns their paths."""
     folder = Path(folder)
     removed = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else ():
         found = _temporary_of(path.name)
-        if found and found[0].startswith(name_prefix) and _writer_gone(found[1]) \
+        if found and re.fullmatch(stem, found[0]) and _writer_gone(found[1]) \
                 and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)

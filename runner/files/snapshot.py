@@ -14,6 +14,7 @@ previous pair intact; what a killed run leaves behind is removed by the next
 import contextlib
 import glob
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def remove_leftovers(prefix):
     """Remove the temporaries of this prefix's snapshots that a killed run left behind;
     returns their paths."""
     prefix = Path(prefix)
-    return outputs.remove_stale_temporaries(prefix.parent, f"{prefix.name}_iter_")
+    return outputs.remove_stale_temporaries(prefix.parent, re.escape(prefix.name) + r"_iter_\d+")
 
 
 def _format_sealed(h5, path, formats, kind):

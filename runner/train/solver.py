@@ -18,9 +18,9 @@ from runner.files import caffe_model, snapshot
 from runner.net import devices, fast_paths
 from runner.net.builder import Net
 from runner.net.feeds import train_data_attributes
-from runner.train import distributed, lr_policy, update_rules
+from runner.train import distributed, lr_policy, train_log, update_rules
 from runner.train.feeder import HDF5Feeder
-from runner.train.train_log import TrainLog, drop_records_from, log_paths
+from runner.train.train_log import TrainLog
 
 SIGNAL_EFFECTS = ("snapshot", "stop", "none")
 
@@ -292,7 +292,8 @@ class Solver:
         self.run_started = time.time()
         logging = self.options.log and self.processes.rank == 0
         if logging and self.resumed:
-            drop_records_from(log_paths(self.param.snapshot_prefix)[1], self.iteration)
+            train_log.drop_records_from(train_log.log_paths(self.param.snapshot_prefix)[1],
+                                        self.iteration)
         self.log = TrainLog(self.param.snapshot_prefix, self.iteration, self.param.max_iter,
                             logging)
         self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
@@ -328,7 +329,7 @@ class Solver:
         """Remove the unfinished snapshot files a killed run of this prefix left, saying so;
         on a resume, name the .model files whose .solverstate was never written."""
         prefix = self.param.snapshot_prefix
-        for path in snapshot.remove_leftovers(prefix):
+        for path in snapshot.remove_leftovers(prefix) + train_log.remove_leftovers(prefix):
             self.log.line(f"Removed {path}: an unfinished snapshot file of an interrupted run")
         if self.resumed:
             for path in snapshot.models_without_state(prefix):

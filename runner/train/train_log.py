@@ -3,6 +3,7 @@ one JSON record per display or test in `<prefix>_log.jsonl` for plots and script
 import datetime
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def read_records(path):
     """The records of a JSON-lines training log."""
     with open(path, encoding="utf-8") as stream:
         return [json.loads(line) for line in stream if line.strip()]
+
+
+def remove_leftovers(snapshot_prefix):
+    """Remove the temporaries of this run's log rewrite (drop_records_from) that a killed run
+    left behind; returns their paths."""
+    prefix = Path(snapshot_prefix)
+    return outputs.remove_stale_temporaries(prefix.parent, re.escape(prefix.name) + "_log")
 
 
 def drop_records_from(records_path, iteration):
