@@ -54,25 +54,28 @@ def run_train(args):
     if args.snapshot:
         state = snapshot.load_solverstate(args.snapshot)
         resume_from = (Path(args.snapshot), state)
-    # without --solver, the solver and net texts are the ones the snapshot stores
-    texts_of = (contextlib.nullcontext() if args.solver
-                else stored_in(args.snapshot, state.stored_names))
-    with texts_of:
-        if args.solver:
-            setup = loading.load_solver(args.solver)
-        else:
+
+    def texts_stored():
+        """Without --solver the texts are the snapshot's: errors in them name the snapshot."""
+        return (stored_in(args.snapshot, state.stored_names) if not args.solver
+                else contextlib.nullcontext())
+
+    if args.solver:
+        setup = loading.load_solver(args.solver)
+    else:
+        with texts_stored():
             setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
                                                    state.net_files)
-        options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
-                               sighup_effect=args.sighup_effect)
-        if args.procs > 1:
-            from runner.train import distributed
-            if distributed.launched():
-                raise UserError("runner train", "--procs starts its own processes; under "
-                                "torchrun leave it out (torchrun's --nproc_per_node says how "
-                                "many)")
-            distributed.launch(args.procs, without_option(args.argv, "--procs"))
-            return
+    options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
+                           sighup_effect=args.sighup_effect)
+    if args.procs > 1:
+        from runner.train import distributed
+        if distributed.launched():
+            raise UserError("runner train", "--procs starts its own processes; under torchrun "
+                            "leave it out (torchrun's --nproc_per_node says how many)")
+        distributed.launch(args.procs, without_option(args.argv, "--procs"))
+        return
+    with texts_stored():
         train(setup, options, resume_from=resume_from, weights=args.weights)
 
 

@@ -15,6 +15,7 @@ child, signal it (`kill -9`) and then collect it.
 `CliForks` is the client the tests use.
 """
 import gc
+import importlib
 import json
 import os
 import resource
@@ -96,8 +97,9 @@ def _wait(pid, timeout):
 
 def serve():
     from runner import cli
-    cli.build_parser()              # imports every command's modules, torch included
-    import runner.files.snapshot, runner.infer.deploy, runner.predict, runner.train.solver  # noqa: F401,E401
+    cli.build_parser()              # imports what every command uses, torch included
+    importlib.import_module("runner.train.solver")
+    importlib.import_module("runner.infer.deploy")
     gc.freeze()                     # children then share these objects without copying them
     print(json.dumps({"ready": True, "rss": _page_kib("VmRSS") * 1024}), flush=True)
     children = {}                   # pid -> (stdout file, stderr file, start time)

@@ -126,11 +126,12 @@ def files_of(*folders):
     return found
 
 
-def refused(space, kind, name, argv, folder, offending, unprivileged=False):
-    """Run one case and check it is refused as a user error must be."""
+def refused(space, kind, name, argv, folder, offending, **options):
+    """Run one case (CliForks.run's `options`) and check it is refused as a user error must
+    be."""
     watched = (folder, space.template)
     before = files_of(*watched)
-    result = space.forks.run(argv, folder, timeout=TIME_BOUND_S, unprivileged=unprivileged)
+    result = space.forks.run(argv, folder, timeout=TIME_BOUND_S, **options)
     after = files_of(*watched)
     space.cases.append((kind, name, result.seconds, result.peak_rss))
     context = f"{name}: {argv}\nstdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-3000:]}"
@@ -259,8 +260,8 @@ def config_mutations(draw):
         value = draw(invalid_values(key, prototxt))
         return target, suffix, ("set", path, value), f"{'.'.join(map(str, path))}={value!r}"
     if kind == "unknown key":
-        declared = {key.name for key in schema.keys(schema.SolverParameter)
-                    if target == "solver"} | {key.name for key in schema.keys(schema.LayerParameter)}
+        declared = {key.name for message in (schema.SolverParameter, schema.LayerParameter)
+                    for key in schema.keys(message)}
         name = draw(st.from_regex(r"[a-z][a-z_]{2,12}", fullmatch=True).filter(
             lambda word: word not in declared))
         path = (name,) if target == "solver" else (
@@ -875,6 +876,15 @@ def unreadable_folder(space, folder):
 
 
 @named
+def unreadable_dataset_folder(space, folder):
+    (folder / "Mine").mkdir()
+    shutil.copy(space.image, folder / "Mine" / "in.png")
+    (folder / "Mine").chmod(0)
+    return (["test", "--bicubic-only", "--sets", "Mine", "--out", folder / "o"],
+            folder / "Mine", {"unprivileged": True, "env": {"SR_DATA": str(folder)}})
+
+
+@named
 def snapshot_prefix_under_a_regular_file(space, folder):
     (folder / "afile").write_text("a file, not a folder\n")
     argv, _ = _mapping_case(folder, "solver", ("snapshot_prefix",),
@@ -976,7 +986,8 @@ def second_training_file_with_other_samples(space, folder):
 
 @pytest.mark.parametrize("name", sorted(NAMED))
 def test_named_case_is_refused(workspace, name):
-    unprivileged = name in ("unreadable_folder", "snapshot_prefix_in_an_unwritable_folder")
+    unprivileged = name in ("unreadable_folder", "unreadable_dataset_folder",
+                            "snapshot_prefix_in_an_unwritable_folder")
     folder = workspace.folder(unprivileged)
     argv, offending, *options = NAMED[name](workspace, folder)
     refused(workspace, "named", name, argv, folder, offending,

@@ -330,7 +330,7 @@ class Solver:
         on a resume, name the .model files whose .solverstate was never written."""
         prefix = self.param.snapshot_prefix
         for path in snapshot.remove_leftovers(prefix) + train_log.remove_leftovers(prefix):
-            self.log.line(f"Removed {path}: an unfinished snapshot file of an interrupted run")
+            self.log.line(f"Removed {path}: an unfinished file of an interrupted run")
         if self.resumed:
             for path in snapshot.models_without_state(prefix):
                 self.log.line(f"{path} has no .solverstate (a run stopped while writing that "
