@@ -4,8 +4,9 @@ newest complete snapshot, and the run ends bit-identical to one never interrupte
 same log records (none twice).
 
 Each run is a `runner train` process of its own, forked from the session's fork server
-(tests/cli_forks.py), killed with SIGKILL by this test. SRCAFFE_FUZZ_EXAMPLES adds that many
-more kills at random moments (the deeper run); SRCAFFE_KILL_SEED chooses the moments.
+(tests/cli_forks.py), killed with SIGKILL by this test. SRCAFFE_FUZZ_EXAMPLES=N adds N / 10
+more kills at random moments, over a longer run (the deeper run); SRCAFFE_KILL_SEED chooses
+the moments.
 """
 import json
 import os
@@ -20,9 +21,9 @@ import numpy as np
 
 from helpers import created_mode, tiny_run
 
-MAX_ITER = 40
+EXTRA_KILLS = int(os.environ.get("SRCAFFE_FUZZ_EXAMPLES", "0")) // 10
+MAX_ITER = 40 + 8 * EXTRA_KILLS     # each kill lets the run advance a few snapshots
 WRITE_ATTEMPTS = 5
-EXTRA_KILLS = int(os.environ.get("SRCAFFE_FUZZ_EXAMPLES", "0"))
 SEED = int(os.environ.get("SRCAFFE_KILL_SEED", "12"))
 
 
@@ -93,7 +94,7 @@ def test_kill_at_random_moments_then_resume_bit_identical(tmp_path, forks):
     # until one has killed the process inside its write)
     writes = [lambda: hidden(run, ".model"), lambda: hidden(run, ".solverstate")]
     triggers = [*writes * WRITE_ATTEMPTS, *[None] * (1 + EXTRA_KILLS)]
-    seen = {"leftover": False, "orphan": False, "inside": set()}
+    seen = {"leftover": False, "orphan": False, "inside": set(), "kills": 0}
     for trigger in triggers:
         if trigger in seen["inside"]:
             continue
@@ -106,6 +107,7 @@ def test_kill_at_random_moments_then_resume_bit_identical(tmp_path, forks):
                 time.sleep(chooser.uniform(0, 0.3))
             if trigger is None or wait_until(trigger, pid):
                 os.kill(pid, signal.SIGKILL)
+                seen["kills"] += 1
         forks.wait(pid)
         if trigger and trigger():
             seen["inside"].add(trigger)
@@ -121,6 +123,9 @@ def test_kill_at_random_moments_then_resume_bit_identical(tmp_path, forks):
     assert reference_result.code == 0, reference_result.stderr
     said = finish.stdout
     assert seen["leftover"], "no kill landed inside a snapshot write"
+    print(f"\nkill -9: {seen['kills']} kills over {MAX_ITER} iterations, "
+          f"{len(seen['inside'])} of 2 kinds of snapshot write interrupted, orphaned .model: "
+          f"{seen['orphan']}")
 
     # the next run cleaned up, and said what it removed
     assert not [name for name in os.listdir(run) if name.startswith(".")]
