@@ -102,15 +102,18 @@ def workspace(forks):
 
 
 def _print_summary(cases):
-    if not cases:
-        return
+    """One line: the cases by kind ("run": named cases that must succeed), and the slowest and
+    the largest of those that must be refused."""
     kinds = {}
     for kind, *_ in cases:
         kinds[kind] = kinds.get(kind, 0) + 1
-    slowest = max(cases, key=lambda case: case[2])
-    largest = max(cases, key=lambda case: case[3])
+    refusals = [case for case in cases if case[0] != "run"]
+    if not refusals:
+        return
+    slowest = max(refusals, key=lambda case: case[2])
+    largest = max(refusals, key=lambda case: case[3])
     print(f"\nfuzz cases: {len(cases)} ({', '.join(f'{k} {n}' for k, n in kinds.items())}); "
-          f"slowest {slowest[1]} ({slowest[2]:.2f} s); largest {largest[1]} "
+          f"slowest refusal {slowest[1]} ({slowest[2]:.2f} s); largest {largest[1]} "
           f"({largest[3] / 2 ** 20:.0f} MiB peak resident)")
 
 
@@ -999,7 +1002,7 @@ def test_named_case_is_refused(workspace, name):
 def test_closed_stdout_pipe_is_quiet(workspace):
     """`runner schema net | head -3`: the reader goes; no traceback, the shell's 141."""
     result = workspace.forks.run(["schema", "net"], workspace.base, closed_stdout=True)
-    workspace.cases.append(("named", "closed stdout pipe", result.seconds, result.peak_rss))
+    workspace.cases.append(("run", "closed stdout pipe", result.seconds, result.peak_rss))
     assert result.code == 141 and result.stderr == "", result
 
 
@@ -1008,7 +1011,7 @@ def test_gpu_solver_mode_without_a_gpu_says_so(workspace):
     solver, _ = write_configs(folder, {"net": ".yaml", "solver": ".yaml"},
                               ("solver", ("set", ("solver_mode",), "GPU")))
     result = workspace.forks.run(["train", "--solver", solver], folder)
-    workspace.cases.append(("named", "solver_mode GPU", result.seconds, result.peak_rss))
+    workspace.cases.append(("run", "solver_mode GPU", result.seconds, result.peak_rss))
     assert result.code == 0, result.stderr
     said = "solver_mode is GPU, but this machine has no CUDA device" in result.stdout
     assert said == ("Solving tiny_fsrcnn on cpu," in result.stdout), result.stdout
@@ -1025,7 +1028,7 @@ def test_ship_onto_a_symlinked_destination(workspace):
     (folder / "linked_out").symlink_to(folder / "models")
     result = workspace.forks.run(["ship", state, "--name", "tiny", "--out",
                                   folder / "linked_out"], folder)
-    workspace.cases.append(("named", "ship onto a symlink", result.seconds, result.peak_rss))
+    workspace.cases.append(("run", "ship onto a symlink", result.seconds, result.peak_rss))
     assert result.code == 0, result.stderr
     shipped = folder / "models" / "tiny"
     assert shipped.is_dir() and not shipped.is_symlink()

@@ -29,8 +29,7 @@ from runner.config import memory
 from runner.errors import UserError
 
 CHECKSUM = "sha256"                      # the attribute holding a dataset's or object's checksum
-STORED_LAYOUTS = {h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked",
-                  h5py.h5d.COMPACT: "compact"}
+STORED_LAYOUTS = (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT)
 NUMERIC_KINDS = "fiu"                    # float, signed and unsigned integer dtypes
 # h5py's errors for damage found while reading (its own, numpy's conversions, HDF5's)
 DAMAGE = (OSError, KeyError, ValueError, TypeError, RuntimeError)
