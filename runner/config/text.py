@@ -47,6 +47,8 @@ def comment_start(line, yaml_rules=False):
         if quote is not None:
             if byte == ord("\\") and (quote == ord('"') or not yaml_rules):
                 index += 1                         # the escaped byte cannot end the string
+            elif byte == quote == ord("'") and yaml_rules and line[index + 1:index + 2] == b"'":
+                index += 1                         # YAML's '' inside '...'
             elif byte == quote:
                 quote = None
         elif byte in b"\"'" and (not yaml_rules or previous in YAML_SCALAR_STARTS):
