@@ -304,6 +304,27 @@ def run_time(args):
                                                args.batch, args.device, args.input)))
 
 
+def add_upgrade(commands):
+    from runner import upgrade_file
+    command = commands.add_parser("upgrade", help="write a net or solver file in Caffe's legacy "
+                                  "syntax (V1 layers, solver_type, ...) in the current form")
+    command.add_argument("file", metavar="FILE", help="the net or solver file (.prototxt or "
+                         ".yaml)")
+    command.add_argument("--to", choices=sorted(upgrade_file.SUFFIXES),
+                         help="the format to write (default: the input's)")
+    command.add_argument("--out", help="the file (or folder) to write (default: beside the "
+                         "input, with the format's suffix)")
+    command.add_argument("--overwrite", action="store_true",
+                         help="allow replacing the input file itself")
+    command.set_defaults(run=run_upgrade)
+
+
+def run_upgrade(args):
+    from runner import upgrade_file
+    target, done = upgrade_file.upgrade_file(args.file, args.to, args.out, args.overwrite)
+    print(f"wrote {target} ({done})")
+
+
 SCHEMAS = {"net": schema.NetParameter, "solver": schema.SolverParameter,
            "prep": schema.PrepConfig}
 
@@ -318,7 +339,7 @@ def build_parser():
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for add in (add_train, add_plot, add_ship, add_schema, add_predict, add_test, add_inspect,
-                add_export, add_time):
+                add_export, add_time, add_upgrade):
         add(commands)
     return parser
 

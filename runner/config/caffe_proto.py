@@ -13,16 +13,21 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from runner.config import schema
-from runner.errors import UserError, did_you_mean
+from runner.errors import UserError
 
 PACKAGE = "caffe"
 MESSAGES = (schema.BlobShape, schema.BlobProto, schema.FillerParameter, schema.NetStateRule,
             schema.ParamSpec, schema.ConvolutionParameter, schema.HDF5DataParameter,
             schema.InputParameter, schema.PReLUParameter, schema.ReLUParameter,
-            schema.LayerParameter, schema.NetParameter, schema.SolverParameter)
-# Caffe nests these enums in the message that uses them; Phase stands alone.
+            schema.LayerParameter, schema.V1LayerParameter, schema.NetParameter,
+            schema.SolverParameter)
+# Caffe nests these enums in the message that uses them; Phase stands alone. (V1LayerParameter
+# has a DimCheckMode of its own in caffe.proto, with the same values: it uses ParamSpec's here.)
 ENUM_OWNERS = {schema.VARIANCE_NORM: schema.FillerParameter,
-               schema.SOLVER_MODE: schema.SolverParameter}
+               schema.SOLVER_MODE: schema.SolverParameter,
+               schema.DIM_CHECK_MODE: schema.ParamSpec,
+               schema.V1_LAYER_TYPE: schema.V1LayerParameter,
+               schema.SOLVER_TYPE_ENUM: schema.SolverParameter}
 FIELD_TYPE = descriptor_pb2.FieldDescriptorProto
 SCALAR_PROTO_TYPES = {"string": FIELD_TYPE.TYPE_STRING, "bool": FIELD_TYPE.TYPE_BOOL,
                       "float": FIELD_TYPE.TYPE_FLOAT, "double": FIELD_TYPE.TYPE_DOUBLE,
@@ -37,7 +42,7 @@ def _enum_full_name(enum):
 
 def _add_enum(container, enum):
     enum_proto = container.enum_type.add(name=enum.name)
-    for number, value in enumerate(enum.values):
+    for number, value in enum.value_numbers():
         enum_proto.value.add(name=value, number=number)
 
 
@@ -152,14 +157,19 @@ def _fill(message, instance):
 _UNKNOWN_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
 
 
-def parse_text(message_class, text, source):
-    """Parse Caffe prototxt text into a validated schema instance."""
+def text_to_mapping(message_class, text, source):
+    """Caffe prototxt text as plain data (the fields it sets), ready for `schema.from_mapping`."""
     message = message_type(message_class)()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
         raise UserError(source, _describe_parse_error(error)) from None
-    return schema.from_mapping(message_class, to_mapping(message), source)
+    return to_mapping(message)
+
+
+def parse_text(message_class, text, source):
+    """Parse Caffe prototxt text into a validated schema instance."""
+    return schema.from_mapping(message_class, text_to_mapping(message_class, text, source), source)
 
 
 def _describe_parse_error(error):
@@ -167,9 +177,7 @@ def _describe_parse_error(error):
     unknown = _UNKNOWN_FIELD.search(str(error))
     if unknown:
         owner = getattr(schema, unknown.group(1))
-        name = unknown.group(2)
-        declared = [key.name for key in schema.keys(owner)]
-        return f"{position}{owner.__name__}: unknown key {name!r}{did_you_mean(name, declared)}"
+        return f"{position}{owner.__name__}: {schema.unknown_key(owner, unknown.group(2))}"
     detail = re.sub(r"^\d+:\d+ : ", "", str(error))
     return f"{position}{detail}"
 
@@ -204,7 +212,7 @@ _TYPE_NAMES = {number: name for name, number in SCALAR_PROTO_TYPES.items()}
 
 def _field_line(field):
     label = "repeated" if field.label == FIELD_TYPE.LABEL_REPEATED else "optional"
-    type_name = (field.type_name.rsplit(".", 1)[-1] if field.type_name
+    type_name = (field.type_name.removeprefix(f".{PACKAGE}.") if field.type_name
                  else _TYPE_NAMES[field.type])
     options = []
     if field.HasField("default_value"):

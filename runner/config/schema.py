@@ -19,11 +19,17 @@ class ProtoEnum:
 
     name: str
     values: tuple
+    numbers: tuple = ()   # each value's number where they are not 0, 1, 2, ... (V1's LayerType)
+
+    def value_numbers(self):
+        """(number, value) of every value, as caffe.proto numbers them."""
+        return tuple(zip(self.numbers or range(len(self.values)), self.values))
 
 
 PHASE = ProtoEnum("Phase", ("TRAIN", "TEST"))
 VARIANCE_NORM = ProtoEnum("VarianceNorm", ("FAN_IN", "FAN_OUT", "AVERAGE"))
 SOLVER_MODE = ProtoEnum("SolverMode", ("CPU", "GPU"))
+DIM_CHECK_MODE = ProtoEnum("DimCheckMode", ("STRICT", "PERMISSIVE"))
 
 # proto scalar type -> the Python type a config value must have
 SCALAR_TYPES = {"string": str, "bool": bool, "float": float, "double": float,
@@ -92,6 +98,10 @@ class NetStateRule:
 
 @dataclass(frozen=True)
 class ParamSpec:
+    name: str = option(1, "string", "the blob's name: layers whose blobs have the same name share "
+                       "them")
+    share_mode: str = option(2, DIM_CHECK_MODE, "a shared blob must have the same shape "
+                             "(STRICT) or only the same count (PERMISSIVE)")
     lr_mult: float = option(3, "float", "multiplier on the solver's learning rate for this blob",
                             1.0)
     decay_mult: float = option(4, "float", "multiplier on the solver's weight_decay for this "
@@ -170,6 +180,84 @@ class LayerParameter:
     input_param: InputParameter = option(143, InputParameter, "Input settings")
 
 
+# --------------------------------------------------------------------------- legacy net forms
+# Read so that old files load; runner/config/upgrade.py turns them into the current form, and
+# nothing downstream sees them.
+
+# Caffe's V1LayerParameter.LayerType: each enum value, its number in caffe.proto, and the layer
+# type Caffe's UpgradeV1LayerType names it (types srcaffe does not build are refused by that
+# name, as current files naming them are). V1 had no PReLU.
+V1_LAYER_TYPES = {
+    "NONE": (0, None), "ABSVAL": (35, "AbsVal"), "ACCURACY": (1, "Accuracy"),
+    "ARGMAX": (30, "ArgMax"), "BNLL": (2, "BNLL"), "CONCAT": (3, "Concat"),
+    "CONTRASTIVE_LOSS": (37, "ContrastiveLoss"), "CONVOLUTION": (4, "Convolution"),
+    "DATA": (5, "Data"), "DECONVOLUTION": (39, "Deconvolution"), "DROPOUT": (6, "Dropout"),
+    "DUMMY_DATA": (32, "DummyData"), "EUCLIDEAN_LOSS": (7, "EuclideanLoss"),
+    "ELTWISE": (25, "Eltwise"), "EXP": (38, "Exp"), "FLATTEN": (8, "Flatten"),
+    "HDF5_DATA": (9, "HDF5Data"), "HDF5_OUTPUT": (10, "HDF5Output"),
+    "HINGE_LOSS": (28, "HingeLoss"), "IM2COL": (11, "Im2col"), "IMAGE_DATA": (12, "ImageData"),
+    "INFOGAIN_LOSS": (13, "InfogainLoss"), "INNER_PRODUCT": (14, "InnerProduct"),
+    "LRN": (15, "LRN"), "MEMORY_DATA": (29, "MemoryData"),
+    "MULTINOMIAL_LOGISTIC_LOSS": (16, "MultinomialLogisticLoss"), "MVN": (34, "MVN"),
+    "POOLING": (17, "Pooling"), "POWER": (26, "Power"), "RELU": (18, "ReLU"),
+    "SIGMOID": (19, "Sigmoid"), "SIGMOID_CROSS_ENTROPY_LOSS": (27, "SigmoidCrossEntropyLoss"),
+    "SILENCE": (36, "Silence"), "SOFTMAX": (20, "Softmax"), "SOFTMAX_LOSS": (21, "SoftmaxWithLoss"),
+    "SPLIT": (22, "Split"), "SLICE": (33, "Slice"), "TANH": (23, "TanH"),
+    "WINDOW_DATA": (24, "WindowData"), "THRESHOLD": (31, "Threshold"),
+}
+V1_LAYER_TYPE = ProtoEnum("LayerType", tuple(V1_LAYER_TYPES),
+                          tuple(number for number, _ in V1_LAYER_TYPES.values()))
+# V1LayerParameter's per-type parameter fields and their numbers in caffe.proto. They hold the
+# same messages as LayerParameter's fields of the same names: each one LayerParameter declares
+# is declared in V1LayerParameter too (at its V1 number), the others name a layer type srcaffe
+# does not build.
+V1_LAYER_PARAMS = {
+    "accuracy_param": 27, "argmax_param": 23, "concat_param": 9, "contrastive_loss_param": 40,
+    "convolution_param": 10, "data_param": 11, "dropout_param": 12, "dummy_data_param": 26,
+    "eltwise_param": 24, "exp_param": 41, "hdf5_data_param": 13, "hdf5_output_param": 14,
+    "hinge_loss_param": 29, "image_data_param": 15, "infogain_loss_param": 16,
+    "inner_product_param": 17, "lrn_param": 18, "memory_data_param": 22, "mvn_param": 34,
+    "pooling_param": 19, "power_param": 21, "relu_param": 30, "sigmoid_param": 38,
+    "softmax_param": 39, "slice_param": 31, "tanh_param": 37, "threshold_param": 25,
+    "window_data_param": 20, "transform_param": 36, "loss_param": 42,
+}
+
+
+def _v1_layer_parameter():
+    """Caffe's V1LayerParameter (the `layers` entries of nets written before 2015): the fields
+    below, and each of LayerParameter's per-type parameters that V1 had, at V1's number."""
+    own = {
+        "name": option(4, "string", "the layer's name", ""),
+        "type": option(5, V1_LAYER_TYPE, "the layer type, as an enum (CONVOLUTION, RELU, ...)"),
+        "bottom": option(2, "string", "names of the input blobs", repeated=True),
+        "top": option(3, "string", "names of the output blobs", repeated=True),
+        "include": option(32, NetStateRule, "include the layer only when a rule matches",
+                          repeated=True),
+        "exclude": option(33, NetStateRule, "exclude the layer when a rule matches",
+                          repeated=True),
+        "blobs": option(6, BlobProto, "stored parameter values", repeated=True),
+        "param": option(1001, "string", "each parameter blob's name, for sharing",
+                        repeated=True),
+        "blob_share_mode": option(1002, DIM_CHECK_MODE, "each shared blob's shape check",
+                                  repeated=True),
+        "blobs_lr": option(7, "float", "each parameter blob's lr_mult", repeated=True),
+        "weight_decay": option(8, "float", "each parameter blob's decay_mult", repeated=True),
+        "loss_weight": option(35, "float", "weight of each top in the objective",
+                              repeated=True),
+    }
+    params = {key.name: option(V1_LAYER_PARAMS[key.name], key.metadata["kind"], key.metadata["doc"])
+              for key in keys(LayerParameter) if key.name in V1_LAYER_PARAMS}
+    declared = {**own, **params}
+    message = dataclasses.make_dataclass(
+        "V1LayerParameter", [(name, object, spec) for name, spec in declared.items()],
+        frozen=True)
+    message.__module__ = __name__
+    return message
+
+
+V1LayerParameter = _v1_layer_parameter()
+
+
 @dataclass(frozen=True)
 class NetParameter:
     name: str = option(1, "string", "the net's name", "")
@@ -178,12 +266,17 @@ class NetParameter:
     input_shape: list = option(8, BlobShape, "deprecated: shape of each `input`", repeated=True)
     input_dim: list = option(4, "int64", "deprecated: 4 dims per `input`", repeated=True)
     layer: list = option(100, LayerParameter, "the layers, in order", repeated=True)
+    layers: list = option(2, V1LayerParameter, "deprecated V1 layers (enum types, blobs_lr, "
+                          "weight_decay): upgraded to `layer` on read", repeated=True)
 
 
 # --------------------------------------------------------------------------- solver
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+# Caffe's deprecated SolverParameter.SolverType enum
+SOLVER_TYPE_ENUM = ProtoEnum("SolverType", ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA",
+                                            "ADAM"))
 
 
 @dataclass(frozen=True)
@@ -232,6 +325,8 @@ class SolverParameter:
     rms_decay: float = option(38, "float", "RMSProp: decay of the squared-gradient average",
                               0.99, minimum=0)
     snapshot_after_train: bool = option(28, "bool", "snapshot after the last iteration", True)
+    solver_type: str = option(30, SOLVER_TYPE_ENUM, "deprecated: the update rule as an enum "
+                              "(SGD, NESTEROV, ...), upgraded to `type` on read")
 
 
 # --------------------------------------------------------------------------- prep (YAML only)
@@ -305,6 +400,18 @@ def _check_scalar(value, kind, choices, minimum, source, path):
     return value
 
 
+def unknown_key(message_class, name):
+    """What is wrong with a key that `message_class` does not declare: a typo, or a part of a
+    legacy form that is not read."""
+    if message_class is V1LayerParameter and name == "layer":
+        return ("'layer' inside a `layers` entry is Caffe's V0 net format (2013), which is not "
+                "read: upgrade the file with Caffe's upgrade_net_proto_text first")
+    if message_class is V1LayerParameter and name in V1_LAYER_PARAMS:
+        return (f"{name!r} is the parameter of a layer type srcaffe does not build (it builds "
+                f"{', '.join(LAYER_TYPES)})")
+    return f"unknown key {name!r}{did_you_mean(name, [key.name for key in keys(message_class)])}"
+
+
 def from_mapping(message_class, mapping, source, path=""):
     """Validate a plain mapping (from YAML or a parsed prototxt) into `message_class`.
 
@@ -320,8 +427,7 @@ def from_mapping(message_class, mapping, source, path=""):
     values = {}
     for name, value in mapping.items():
         if name not in declared:
-            raise UserError(source, f"{label}: unknown key {name!r}"
-                            f"{did_you_mean(str(name), declared)}")
+            raise UserError(source, f"{label}: {unknown_key(message_class, str(name))}")
         values[name] = _convert(declared[name], value, source, f"{path}.{name}" if path else name)
     return message_class(**values)
 

@@ -1,27 +1,6 @@
-"""Which layers a phase of a net file has (Caffe's FilterNet, with the legacy net inputs upgraded
-to an Input layer), and the upscaling factor a net encodes."""
-from runner.config import schema
+"""Which layers a phase of a net file has (Caffe's FilterNet; legacy forms were upgraded when the
+file was read, runner/config/upgrade.py), and the upscaling factor a net encodes."""
 from runner.errors import UserError
-
-
-def legacy_input_layer(net_param, source):
-    """The deprecated NetParameter `input` + `input_shape`/`input_dim`, upgraded to the Input
-    layer Caffe's UpgradeNetInput makes of them (None when the net has no such inputs)."""
-    if not net_param.input:
-        return None
-    count = len(net_param.input)
-    if net_param.input_shape:
-        shapes = [shape.dim for shape in net_param.input_shape]
-    else:
-        dims = net_param.input_dim
-        shapes = [dims[index:index + 4] for index in range(0, len(dims), 4)]
-    if len(shapes) != count or (net_param.input_dim and len(net_param.input_dim) != 4 * count):
-        raise UserError(source, f"{count} net inputs need {count} input_shape entries or "
-                        f"{4 * count} input_dim values")
-    return schema.LayerParameter(
-        name="input", type="Input", top=list(net_param.input),
-        input_param=schema.InputParameter(shape=[schema.BlobShape(dim=list(shape))
-                                                 for shape in shapes]))
 
 
 def included(layer, phase, source):
@@ -39,10 +18,8 @@ def included(layer, phase, source):
 
 
 def phase_layers(net_param, phase, source="<net>"):
-    """The layers of `net_param` that exist in `phase`, legacy inputs first, in file order."""
-    legacy = legacy_input_layer(net_param, source)
-    layers = ([legacy] if legacy else []) + list(net_param.layer)
-    return [layer for layer in layers if included(layer, phase, source)]
+    """The layers of `net_param` that exist in `phase`, in file order."""
+    return [layer for layer in net_param.layer if included(layer, phase, source)]
 
 
 def scale_of(net_param):
