@@ -157,12 +157,17 @@ def labels(runs):
                   for run, found in zip(runs, every)]
 
 
-def scored_psnr(model_path, set_name=SCORED_SET):
-    """Mean whole-image PSNR of a model on a benchmark set, by `runner test`'s protocol."""
-    model = deploy.load_for_inference(model_path, "cpu")
-    methods = {model.name: evaluate.scoring_methods(model)[model.name]}
-    scores = evaluate.evaluate_sets([set_name], evaluate.Protocol(model.scale), methods)
-    return evaluate.means(scores)[0].psnr
+def scored_psnrs(model_paths, set_name=SCORED_SET):
+    """Mean whole-image PSNR of each model on a benchmark set, by `runner test`'s protocol;
+    the models of one scale are scored together, each image degraded once for them all."""
+    models = [deploy.load_for_inference(path, "cpu") for path in model_paths]
+    means = {}
+    for scale in sorted({model.scale for model in models}):
+        methods = {str(index): evaluate.scoring_methods(model)[model.name]
+                   for index, model in enumerate(models) if model.scale == scale}
+        scores = evaluate.evaluate_sets([set_name], evaluate.Protocol(scale), methods)
+        means.update({int(mean.method): mean.psnr for mean in evaluate.means(scores)})
+    return [means[index] for index in range(len(models))]
 
 
 @dataclass(frozen=True)
@@ -178,10 +183,11 @@ class Row:
 def rows(runs):
     keys, every = differing_keys(runs)
     made = []
-    for run, found in zip(runs, every):
+    psnrs = scored_psnrs([run.model_path for run in runs])
+    for run, found, psnr in zip(runs, every, psnrs):
         summary = inspect.summarize_net(run.setup.train_net, run.setup.net_sources[0][0])
         made.append(Row(run.name, {key: found.get(key) for key in keys},
-                        log_metrics(run.records), scored_psnr(run.model_path), summary.weights,
+                        log_metrics(run.records), psnr, summary.weights,
                         summary.multiply_adds_per_pixel))
     return keys, made
 

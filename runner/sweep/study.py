@@ -16,6 +16,7 @@ import time
 import warnings
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -24,13 +25,20 @@ from runner.errors import UserError
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
 READY_WAIT_SECONDS = 60
+CREATE_ATTEMPTS = 5
 DATABASE_NAME = "study.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
-# We drive trials by ask-and-tell from our own loop, which records the heartbeats itself.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.WARNING)   # the worker says what happens
+
+
+def quietly(function, *arguments):
+    """Optuna's warnings about its heartbeats silenced: they are experimental, and meant for
+    `optimize`, while our own loop asks and tells and records the heartbeats itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        return function(*arguments)
 
 
 def default_storage(folder):
@@ -54,14 +62,19 @@ def open_storage(url):
     """Optuna's RDBStorage at `url` with heartbeats, or a one-line UserError."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else \
         {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=queue_continuation)
-    except Exception as error:   # SQLAlchemy's and the drivers' errors have no common base
-        problem = str(error).strip().splitlines()[0] if str(error).strip() else \
-            type(error).__name__
-        raise UserError(shown(url), f"cannot open the study storage ({problem})") from None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return quietly(lambda: optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=queue_continuation))
+        except sqlalchemy.exc.IntegrityError:
+            # two workers creating Optuna's tables at once: the other one's are there now
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as error:   # SQLAlchemy's and the drivers' errors have no common base
+            problem = str(error).strip().splitlines()[0] if str(error).strip() else \
+                type(error).__name__
+            raise UserError(shown(url), f"cannot open the study storage ({problem})") from None
+    raise UserError(shown(url), "cannot create the study storage's tables")
 
 
 def stored_definition(storage, name, url):
@@ -185,7 +198,7 @@ class SweepStudy:
         if self.plan.is_grid or self.trials(TrialState.WAITING) or \
                 len({slot_of(frozen) for frozen in self.trials()}) >= self.plan.trials:
             return None
-        trial = self.study.ask()
+        trial = quietly(self.study.ask)
         slot = trial.user_attrs.get("slot", trial.number)
         if "continues" in trial.user_attrs and not self.plan.trial_folder(slot).is_dir():
             # a continuation queued meanwhile for another machine's folder: give it back

@@ -52,9 +52,14 @@ def _die_with_parent():
         pass          # not Linux: an orphaned trial runs to its end
 
 
-def run_trial(job, connection):
-    """The body of a trial's process; every outcome is one message on `connection`."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def run_trial(job, connection, inherited=()):
+    """The body of a trial's process; every outcome is one message on `connection`.
+    `inherited`: the worker's ends of the trials' pipes, which a forked process holds too
+    and closes, so that its own pipe ends when the worker does."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # not the worker's handlers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for other in inherited:
+        other.close()
     _die_with_parent()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())       # the Caffe log is in the trial's folder
@@ -62,15 +67,24 @@ def run_trial(job, connection):
     folder = Path(job.solver_file).parent
     with open(folder / LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        connection.send(_outcome(job, connection))
+        outcome = _outcome(job, connection)
+        try:
+            connection.send(outcome)
+        except OSError:
+            pass            # the worker is gone; the snapshots say how far the trial got
 
 
 def _outcome(job, connection):
     def on_test(iteration, test_net, loss, psnr):
-        if test_net == 0:
+        if test_net != 0:
+            return
+        try:
             connection.send(("test", iteration, psnr))
-            if connection.recv():
-                raise Pruned(iteration)
+            prune = connection.recv()
+        except (EOFError, OSError):
+            return   # the worker is gone: its SIGINT (PR_SET_PDEATHSIG) snapshots and stops
+        if prune:
+            raise Pruned(iteration)
 
     try:
         setup = loading.load_solver(job.solver_file)

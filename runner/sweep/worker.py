@@ -74,7 +74,8 @@ class Worker:
             trial.report(value, step)
         job = TrialJob(solver_path, threads_per_trial(self.parallel), dict(trial.params))
         parent_end, child_end = self.context.Pipe()
-        process = self.context.Process(target=run_trial, args=(job, child_end),
+        inherited = [running.connection for running in self.running] + [parent_end]
+        process = self.context.Process(target=run_trial, args=(job, child_end, inherited),
                                        name=trial_name(slot))
         process.start()
         child_end.close()
@@ -182,7 +183,7 @@ class Worker:
                                  "workers (an abandoned one is continued here once its "
                                  f"heartbeat is {sweep_study.GRACE_SECONDS} s old)")
                         waiting_said = True
-                    time.sleep(POLL_SECONDS * 5)
+                    time.sleep(POLL_SECONDS)
                     self.sweep.continue_abandoned()
                     continue
                 self.collect(POLL_SECONDS)
@@ -194,7 +195,19 @@ class Worker:
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            self.abandon()
         return not self.stopping
+
+    def abandon(self):
+        """After an error in this worker: its trials snapshot and stop (they stay RUNNING in
+        the study, and the next worker here continues them)."""
+        for running in self.running:
+            running.connection.close()
+            if running.process.is_alive():
+                os.kill(running.process.pid, signal.SIGINT)
+        for running in self.running:
+            running.process.join()
+        self.running = []
 
 
 def check_folder(plan):
