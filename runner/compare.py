@@ -6,7 +6,8 @@ solverstate (the solver and net texts it trained with), so the keys whose values
 between the runs are found without being told. For each run: those values; the final and best
 test PSNR (test net #0) with their iterations, from its JSON-lines log; the whole-image Set5
 PSNR of its final snapshot (the papers' protocol, `runner test`); iterations per second and
-wall time (across resumes); weights and multiply-adds per LR pixel (`runner inspect`). Written
+wall time (across resumes); weights and multiply-adds per LR pixel of a 512x512 input
+(`runner inspect`). Written
 as `compare.md`, `compare.csv` and `compare.png`: test PSNR and training loss against
 iteration and against wall-clock, every run overlaid.
 """
@@ -32,8 +33,12 @@ from runner.train.train_log import log_paths, read_records  # noqa: E402
 DEFAULT_FOLDER = Path("results/compare")
 REPORT_STEM = "compare"
 SCORED_SET = "Set5"
-# keys that differ between any two runs without saying anything about them
-IGNORED_KEYS = ("snapshot_prefix",)
+# keys that differ between runs without saying anything about them: where snapshots go, and
+# the net files' names (what the nets hold is compared key by key)
+IGNORED_KEYS = ("snapshot_prefix", "net", "train_net", "test_net")
+# multiply-adds are counted per LR pixel of an input this large: an unpadded net's borders,
+# which lower the count per input pixel, then weigh little (as on a whole image)
+COUNTED_INPUT = (512, 512)
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,8 @@ def rows(runs):
     made = []
     psnrs = scored_psnrs([run.model_path for run in runs])
     for run, found, psnr in zip(runs, every, psnrs):
-        summary = inspect.summarize_net(run.setup.train_net, run.setup.net_sources[0][0])
+        summary = inspect.summarize_net(run.setup.train_net, run.setup.net_sources[0][0],
+                                        COUNTED_INPUT)
         made.append(Row(run.name, {key: found.get(key) for key in keys},
                         log_metrics(run.records), psnr, summary.weights,
                         summary.multiply_adds_per_pixel))

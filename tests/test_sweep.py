@@ -18,10 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import ROOT, assert_one_line_error, tiny_run
 from in_process import run_main
+from runner import compare
 from runner.config import loading, overrides
 from runner.sweep import plan as sweep_plan
 from runner.sweep import study as sweep_study
 from runner.sweep import worker
+from runner.train.solver import TrainOptions, train
 from runner.train.train_log import read_records
 
 GRID = ("--set", "base_lr=0.001,0.002", "--set", "momentum=0.5,0.9")
@@ -145,19 +147,24 @@ def test_bad_sweeps_are_one_line_and_create_nothing(tmp_path, capfd):
 
 # ---------------------------------------------------------------------------- a whole sweep
 
+def wait_for_file(path, process, seconds=90):
+    deadline = time.time() + seconds
+    while not path.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), process.communicate()
+
+
 def test_interrupted_sweep_continues_where_it_stopped(tmp_path, capfd):
-    """A 2x2 sweep of 300 iterations is stopped (Ctrl-C) during its second trial; the same
-    command then continues it: the finished trial is untouched, the interrupted one resumes
-    from its snapshot, the others run once; the comparison is right."""
+    """A 2x2 sweep of 300 iterations is stopped by Ctrl-C during its second trial, continued,
+    killed (SIGKILL) during its third, and continued again by the same command: the finished
+    trials are untouched, each interrupted one resumes from its newest snapshot, none
+    restarts; the comparison is right."""
     solver = sweep_solver(tmp_path, 300, 100)
     out, name = tmp_path / "sweeps", "lr_momentum"
     folder = out / name
     command = sweep_command(solver, out, name, *GRID)
     process = start(command)
-    second = folder / "trial_001"
-    deadline = time.time() + 90
-    while not (second / "tiny_iter_100.solverstate").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_file(folder / "trial_001" / "tiny_iter_100.solverstate", process)
     process.send_signal(signal.SIGINT)
     stopped = finish(process)
     assert "trial_001 (base_lr=0.001, momentum=0.9): interrupted at iteration" in stopped
@@ -166,23 +173,34 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path, capfd):
     assert not (folder / "trial_002").exists() and not (folder / "compare.md").exists()
     first_trial = folder_bytes(folder / "trial_000")
 
+    process = start(command)
+    wait_for_file(folder / "trial_002" / "tiny_iter_100.solverstate", process)
+    process.kill()         # the trial's process takes SIGINT from the kernel and snapshots
+    process.communicate()
+    second_trial = folder_bytes(folder / "trial_001")
+
     again = finish(start(command))
-    assert f"trial_001 (base_lr=0.001, momentum=0.9): resumed from its snapshot at iteration " \
-        f"{interrupted_at}" in again
-    assert "trial_000" not in again.split("| run |")[0]     # not run again
+    killed_at = int(again.split("trial_002 (base_lr=0.002, momentum=0.5): resumed from its "
+                                "snapshot at iteration ")[1].split()[0])
+    assert 100 <= killed_at < 300
+    assert "trial_000" not in again.split("| run |")[0]     # neither finished trial ran again
+    assert "trial_001" not in again.split("| run |")[0]
     assert folder_bytes(folder / "trial_000") == first_trial
+    assert folder_bytes(folder / "trial_001") == second_trial
     assert starts_from(folder / "trial_000") == [0]
     assert starts_from(folder / "trial_001") == [0, interrupted_at]
-    assert starts_from(folder / "trial_002") == starts_from(folder / "trial_003") == [0]
-    # the study: every grid point complete once, the interrupted session failed and continued
+    assert starts_from(folder / "trial_002") == [0, killed_at]
+    assert starts_from(folder / "trial_003") == [0]
+    # the study: every grid point complete once; the stopped sessions failed and continued
     trials = trials_of(name, sweep_study.default_storage(folder))
     complete = sorted((t.user_attrs["slot"], t.params["base_lr"], t.params["momentum"])
                       for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
     assert complete == [(slot, *point) for slot, point in enumerate(GRID_POINTS)]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert [(t.user_attrs["slot"], t.user_attrs["interrupted_at"]) for t in failed] == \
-        [(1, interrupted_at)]
-    # the resumed trial's log reads as one run
+    assert [(t.user_attrs["slot"], t.user_attrs.get("interrupted_at")) for t in failed] == \
+        [(1, interrupted_at), (2, None)]
+    # a resumed trial's log reads as one run
+    second = folder / "trial_001"
     records = read_records(second / "tiny_log.jsonl")
     tests = [r["iteration"] for r in records if "test_psnr" in r]
     assert tests == list(range(0, 301, 50))
@@ -310,3 +328,34 @@ def test_tpe_trials_sample_the_ranges_up_to_their_number(tmp_path):
 def test_describe_lists_what_differs():
     assert overrides.describe({"base_lr": 0.001, "conv1.convolution_param.num_output": 32}) == \
         "base_lr=0.001, conv1.convolution_param.num_output=32"
+
+
+def test_compare_runs_labels_them_by_what_differs(tmp_path, capfd):
+    """Two ordinary runs that differ in base_lr and conv1's width: those are the columns and
+    the labels; the figure is written where --out says."""
+    solver = tiny_run(tmp_path, 10, 10, prefix="a/run")
+    net = tmp_path / "net.yaml"
+    (tmp_path / "net_b.yaml").write_text(net.read_text().replace("num_output: 6",
+                                                                 "num_output: 5"))
+    other = tmp_path / "solver_b.yaml"
+    other.write_text(solver.read_text().replace("base_lr: 0.001", "base_lr: 0.002")
+                     .replace(str(net), str(tmp_path / "net_b.yaml"))
+                     .replace("a/run", "b/run"))
+    for solver_file in (solver, other):
+        train(loading.load_solver(solver_file), TrainOptions(tensorboard=False))
+    runs = [tmp_path / name / "run" for name in "ab"]
+    capfd.readouterr()                       # the training's log lines
+    result = run_main(capfd, "compare", *runs, "--out", tmp_path / "compared")
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    assert header.startswith("| run | base_lr | conv1.convolution_param.num_output | final")
+    compared = compare.runs_of(runs[0]) + compare.runs_of(runs[1])
+    assert compare.labels(compared)[1] == ["base_lr=0.001, conv1.convolution_param.num_output=6",
+                                           "base_lr=0.002, conv1.convolution_param.num_output=5"]
+    with open(tmp_path / "compared" / "compare.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    # conv1 W x 1 x 5 x 5, conv2 4 x W x 3 x 3, deconv 4 x 1 x 9 x 9
+    assert [int(row["weights"]) for row in rows] == [6 * 25 + 4 * 6 * 9 + 324,
+                                                     5 * 25 + 4 * 5 * 9 + 324]
+    assert (tmp_path / "compared" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert_one_line_error(run_main(capfd, "compare", tmp_path / "nothing"), "no training log")

@@ -42,6 +42,12 @@ class SweepPlan:
         return [dict(zip(keys, values))
                 for values in itertools.product(*(override.values for override in self.overrides))]
 
+    def varying(self, assignments):
+        """The assignments of the keys that vary between trials (a single-valued --set is
+        the same in all)."""
+        varying = {o.key for o in self.overrides if o.is_range or len(o.values) > 1}
+        return {key: value for key, value in assignments.items() if key in varying}
+
     def definition(self):
         """What makes two sweeps the same study: the base texts, the overrides, the mode."""
         return {"solver": self.solver_path, "solver_text": self.setup.solver_text,

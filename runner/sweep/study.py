@@ -183,7 +183,10 @@ class SweepStudy:
         """A trial for this worker, RUNNING from now: a queued one (a grid point, or a
         continuation whose folder is here), else a new TPE trial while the study has fewer
         than --trials slots; None when there is nothing to take."""
-        for frozen in self.trials(TrialState.WAITING):
+        # continuations first: interrupted work is finished before new work starts
+        queued = sorted(self.trials(TrialState.WAITING),
+                        key=lambda frozen: ("continues" not in frozen.user_attrs, frozen.number))
+        for frozen in queued:
             slot = slot_of(frozen)
             if slot in skip_slots or ("continues" in frozen.user_attrs
                                       and not self.plan.trial_folder(slot).is_dir()):
@@ -249,7 +252,7 @@ class SweepStudy:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue     # another worker got there first
             queue_continuation(self.study, self.storage.get_trial(self._id(number)))
-        optuna.storages.fail_stale_trials(self.study)
+        quietly(optuna.storages.fail_stale_trials, self.study)
 
     def others_running(self):
         return [frozen for frozen in self.trials(TrialState.RUNNING)

@@ -57,7 +57,7 @@ class Worker:
         self.context = multiprocessing.get_context("fork")   # the child has torch loaded
 
     def label(self, slot, trial=None):
-        values = overrides.describe(trial.params) if trial is not None else ""
+        values = overrides.describe(self.plan.varying(trial.params)) if trial else ""
         return f"{trial_name(slot)}" + (f" ({values})" if values else "")
 
     # ------------------------------------------------------------------ starting trials
