@@ -263,11 +263,11 @@ def storage(request, tmp_path):
 
 
 def test_two_workers_share_one_study(tmp_path, storage):
-    """Two workers started at once on one study run the 2x2 grid between them, each grid
-    point exactly once."""
+    """Two workers started at once on one study, each running two trials at a time, run the
+    2x2 grid between them, each grid point exactly once."""
     solver = sweep_solver(tmp_path, 40, 20, test_interval=20)
     out, name = tmp_path / "sweeps", "shared"
-    extra = ["--storage", storage] if storage else []
+    extra = ["--parallel", "2"] + (["--storage", storage] if storage else [])
     workers = [start(sweep_command(solver, out, name, *GRID, *extra)) for _ in range(2)]
     outputs = [finish(process) for process in workers]
     trials = trials_of(name, storage or sweep_study.default_storage(out / name))

@@ -27,7 +27,6 @@ GRACE_SECONDS = 60
 READY_WAIT_SECONDS = 60
 CREATE_ATTEMPTS = 5
 DATABASE_NAME = "study.db"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)   # the worker says what happens
 

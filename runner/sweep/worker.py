@@ -8,6 +8,7 @@ reports their test PSNR and answers whether the pruner stops them, and tells the
 Ctrl-C (or SIGTERM) stops it: every running trial snapshots and stops, and is queued for
 continuation, which the same command, run again, picks up.
 """
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -214,7 +215,6 @@ def check_folder(plan):
     """A sweep folder made by another sweep is not reused (its trials would be resumed)."""
     path = plan.folder / DEFINITION_NAME
     if path.is_file():
-        import json
         if json.loads(path.read_text(encoding="utf-8")) != plan.definition():
             raise UserError(plan.folder, "holds a different sweep: choose another --name")
 
