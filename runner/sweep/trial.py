@@ -58,6 +58,9 @@ def run_trial(job, connection, inherited=()):
     and closes, so that its own pipe ends when the worker does."""
     signal.signal(signal.SIGINT, signal.default_int_handler)   # not the worker's handlers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a process group of its own: a Ctrl-C in the terminal reaches the worker alone, which
+    # passes it on once
+    os.setpgid(0, 0)
     for other in inherited:
         other.close()
     _die_with_parent()

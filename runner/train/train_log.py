@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from runner.files import outputs
 from runner.train.tensorboard import TensorBoardLog
 
 
@@ -40,9 +41,10 @@ class TrainLog:
             kept = records_before(self.records_path, first_iteration)
             self.seconds_before = max((record.get("seconds", 0.0) for record in kept),
                                       default=0.0)
-            self.records = open(self.records_path, "w", encoding="utf-8")
-            self.records.writelines(json.dumps(record) + "\n" for record in kept)
-            self.records.flush()
+            # rewritten whole under a temporary name: a crash here leaves the old log
+            outputs.write_files({self.records_path: "".join(json.dumps(record) + "\n"
+                                                            for record in kept)})
+            self.records = open(self.records_path, "a", encoding="utf-8")
             if tensorboard:
                 self.tensorboard = TensorBoardLog(snapshot_prefix, first_iteration)
         self.started = time.perf_counter()
