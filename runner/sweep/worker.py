@@ -57,9 +57,10 @@ class Worker:
         self.interrupted_here = set()    # slots stopped in this run: continued by a rerun
         self.context = multiprocessing.get_context("fork")   # the child has torch loaded
 
-    def label(self, slot, trial=None):
-        values = overrides.describe(self.plan.varying(trial.params)) if trial else ""
-        return f"{trial_name(slot)}" + (f" ({values})" if values else "")
+    def label(self, slot, trial):
+        """`trial_001 (base_lr=0.001, momentum=0.9)`: the trial and what varies in it."""
+        values = overrides.describe(self.plan.varying(trial.params))
+        return trial_name(slot) + (f" ({values})" if values else "")
 
     # ------------------------------------------------------------------ starting trials
 
