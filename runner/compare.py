@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
 from runner import inspect  # noqa: E402
-from runner.config import loading, schema  # noqa: E402
+from runner.config import loading, overrides, schema  # noqa: E402
 from runner.errors import UserError  # noqa: E402
 from runner.files import outputs, snapshot  # noqa: E402
 from runner.infer import deploy  # noqa: E402
@@ -39,6 +39,7 @@ IGNORED_KEYS = ("snapshot_prefix", "net", "train_net", "test_net")
 # multiply-adds are counted per LR pixel of an input this large: an unpadded net's borders,
 # which lower the count per input pixel, then weigh little (as on a whole image)
 COUNTED_INPUT = (512, 512)
+SHOWN_DIGITS = 4          # of a float in the Markdown table and the labels (the CSV: all)
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,8 @@ def differing_keys(runs):
 def labels(runs):
     """Each run's label: `key=value, ...` of what differs, else its name."""
     keys, every = differing_keys(runs)
-    return keys, [", ".join(f"{key}={found.get(key)}" for key in keys) or run.name
-                  for run, found in zip(runs, every)]
+    return keys, [overrides.describe({key: found.get(key) for key in keys}, SHOWN_DIGITS)
+                  or run.name for run, found in zip(runs, every)]
 
 
 def scored_psnrs(model_paths, set_name=SCORED_SET):
@@ -209,7 +210,7 @@ def markdown_table(keys, table_rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table_rows:
         log = row.log
-        cells = [row.run, *(str(row.values[key]) for key in keys),
+        cells = [row.run, *(overrides.shown(row.values[key], SHOWN_DIGITS) for key in keys),
                  f"{log.final_psnr:.2f} ({log.final_iteration})",
                  f"{log.best_psnr:.2f} ({log.best_iteration})", f"{row.set_psnr:.2f}",
                  str(log.iterations), f"{log.iterations_per_second:.1f}",

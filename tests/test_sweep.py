@@ -289,7 +289,7 @@ def test_prune_stops_a_hopeless_trial(tmp_path):
     out, name = tmp_path / "sweeps", "prune"
     output = finish(start(sweep_command(solver, out, name, "--set", "base_lr=0.002,0.001,0",
                                         "--prune")))
-    assert "trial_002 (base_lr=0.0): pruned at iteration 10" in output
+    assert "trial_002 (base_lr=0): pruned at iteration 10" in output
     states = {t.user_attrs["slot"]: t.state for t in
               trials_of(name, sweep_study.default_storage(out / name))}
     assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.COMPLETE,

@@ -171,9 +171,15 @@ def _dump(mapping):
     return yaml.safe_dump(mapping, sort_keys=False, default_flow_style=None, width=100)
 
 
-def describe(assignments):
+def shown(value, digits=None):
+    """A value as text; a float to `digits` significant digits when given (TPE's samples have
+    seventeen)."""
+    return f"{value:.{digits}g}" if digits and isinstance(value, float) else str(value)
+
+
+def describe(assignments, digits=None):
     """`key=value, key=value`: how a trial differs from its base, for labels and logs."""
-    return ", ".join(f"{key}={value}" for key, value in assignments.items())
+    return ", ".join(f"{key}={shown(value, digits)}" for key, value in assignments.items())
 
 
 def field_of(key):

@@ -25,6 +25,7 @@ from runner.sweep.plan import DEFINITION_NAME, trial_name
 from runner.sweep.trial import TrialJob, run_trial
 
 POLL_SECONDS = 1.0
+SHOWN_DIGITS = 4
 
 
 def available_cores():
@@ -59,7 +60,7 @@ class Worker:
 
     def label(self, slot, trial):
         """`trial_001 (base_lr=0.001, momentum=0.9)`: the trial and what varies in it."""
-        values = overrides.describe(self.plan.varying(trial.params))
+        values = overrides.describe(self.plan.varying(trial.params), SHOWN_DIGITS)
         return trial_name(slot) + (f" ({values})" if values else "")
 
     # ------------------------------------------------------------------ starting trials
