@@ -185,11 +185,12 @@ def model_of(state_path, state):
     return model_path
 
 
-def newest_snapshot(prefix):
-    """The highest-iteration `<prefix>_iter_<N>.model`, or None."""
+def newest_snapshot(prefix, suffix=".model"):
+    """The highest-iteration `<prefix>_iter_<N><suffix>` (a .model, or a .solverstate), or
+    None."""
     prefix = Path(prefix)
     candidates = []
-    for path in prefix.parent.glob(f"{prefix.name}_iter_*.model"):
+    for path in prefix.parent.glob(f"{prefix.name}_iter_*{suffix}"):
         number = path.stem.rsplit("_iter_", 1)[-1]
         if number.isdigit():
             candidates.append((int(number), path))
