@@ -19,9 +19,21 @@ PACKAGE = "caffe"
 MESSAGES = (schema.BlobShape, schema.BlobProto, schema.FillerParameter, schema.NetStateRule,
             schema.ParamSpec, schema.ConvolutionParameter, schema.HDF5DataParameter,
             schema.InputParameter, schema.PReLUParameter, schema.ReLUParameter,
-            schema.LayerParameter, schema.NetParameter, schema.SolverParameter)
+            schema.PoolingParameter, schema.InnerProductParameter, schema.ELUParameter,
+            schema.PowerParameter, schema.ExpParameter, schema.LogParameter,
+            schema.ThresholdParameter, schema.DropoutParameter, schema.ScaleParameter,
+            schema.BiasParameter, schema.BatchNormParameter, schema.EltwiseParameter,
+            schema.ConcatParameter, schema.SliceParameter, schema.CropParameter,
+            schema.ReshapeParameter, schema.FlattenParameter, schema.ReductionParameter,
+            schema.PixelShuffleParameter, schema.LayerParameter, schema.NetParameter,
+            schema.SolverParameter)
 # Caffe nests these enums in the message that uses them; Phase stands alone.
 ENUM_OWNERS = {schema.VARIANCE_NORM: schema.FillerParameter,
+               schema.DIM_CHECK_MODE: schema.ParamSpec,
+               schema.POOL_METHOD: schema.PoolingParameter,
+               schema.ROUND_MODE: schema.PoolingParameter,
+               schema.ELTWISE_OP: schema.EltwiseParameter,
+               schema.REDUCTION_OP: schema.ReductionParameter,
                schema.SOLVER_MODE: schema.SolverParameter}
 FIELD_TYPE = descriptor_pb2.FieldDescriptorProto
 SCALAR_PROTO_TYPES = {"string": FIELD_TYPE.TYPE_STRING, "bool": FIELD_TYPE.TYPE_BOOL,
@@ -37,7 +49,7 @@ def _enum_full_name(enum):
 
 def _add_enum(container, enum):
     enum_proto = container.enum_type.add(name=enum.name)
-    for number, value in enumerate(enum.values):
+    for number, value in enumerate(enum.values, start=enum.first):
         enum_proto.value.add(name=value, number=number)
 
 
@@ -153,11 +165,19 @@ _UNKNOWN_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\
 
 
 def parse_text(message_class, text, source):
-    """Parse Caffe prototxt text into a validated schema instance."""
+    """Parse Caffe prototxt text into a validated schema instance. A key we do not know is
+    reported after the values of the keys we know are checked: a layer of an unsupported type
+    (whose parameters are unknown keys here) is reported by its type."""
     message = message_type(message_class)()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
+        lenient = message_type(message_class)()
+        try:
+            text_format.Parse(text, lenient, allow_unknown_field=True)
+        except text_format.ParseError:
+            raise UserError(source, _describe_parse_error(error)) from None
+        schema.from_mapping(message_class, to_mapping(lenient), source)
         raise UserError(source, _describe_parse_error(error)) from None
     return schema.from_mapping(message_class, to_mapping(message), source)
 

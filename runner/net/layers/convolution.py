@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from runner.net import fast_paths
-from runner.net.layers.base import Layer, image_shape, spatial_pair
+from runner.net.layers.base import Layer, image_shape, spatial
 
 
 class Convolution(Layer):
@@ -16,10 +16,11 @@ class Convolution(Layer):
         param = layer.convolution_param
         if param.num_output is None:
             raise ValueError("convolution_param.num_output is required")
-        self.kernel = spatial_pair(param.kernel_size, "kernel_size", None, 1)
-        self.stride = spatial_pair(param.stride, "stride", 1, 1)
-        self.pad = spatial_pair(param.pad, "pad", 0, 0)
-        self.dilation = spatial_pair(param.dilation, "dilation", 1, 1)
+        where = "convolution_param"
+        self.kernel = spatial(param, "kernel_size", "kernel", None, 1, where)
+        self.stride = spatial(param, "stride", "stride", 1, 1, where)
+        self.pad = spatial(param, "pad", "pad", 0, 0, where)
+        self.dilation = spatial(param, "dilation", "dilation", 1, 1, where)
         self.group = param.group
         channels = image_shape(bottom_shapes[0])[1]
         for what, number in (("input channels", channels), ("num_output", param.num_output)):
@@ -41,6 +42,11 @@ class Convolution(Layer):
 
     def fillers(self):
         return [self.weight_filler, self.bias_filler][:len(self.blobs())]
+
+    def window(self):
+        extent = max(dilation * (kernel - 1) + 1
+                     for kernel, dilation in zip(self.kernel, self.dilation))
+        return extent, max(self.stride), False
 
     def top_shapes(self, bottom_shapes):
         batch, channels, *sizes = image_shape(bottom_shapes[0])
@@ -71,6 +77,10 @@ class Deconvolution(Convolution):
     def output_size(self, size, kernel_extent, stride, pad):
         # Caffe's DeconvolutionLayer::compute_output_shape; no output_padding exists there
         return stride * (size - 1) + kernel_extent - 2 * pad
+
+    def window(self):
+        extent, stride, _ = super().window()
+        return extent, stride, True
 
     def forward(self, bottom):
         # the same result as F.conv_transpose2d, computed as a sub-pixel convolution
