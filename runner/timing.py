@@ -133,7 +133,10 @@ def _backward_layers(passes, seeds, clock, elapsed):
     for layer, module, bottoms, tops in reversed(passes):
         flowing = [(top, gradients[name]) for name, top in zip(layer.top, tops)
                    if name in gradients and top.requires_grad]
-        wrt = [bottom for bottom in bottoms if bottom.requires_grad] + \
+        # the bottoms that take a gradient (fed ones do not), in order
+        learning = [(name, bottom) for name, bottom in zip(layer.bottom, bottoms)
+                    if bottom.requires_grad]
+        wrt = [bottom for _, bottom in learning] + \
               [blob for blob in module.blobs() if blob.requires_grad]
         if not flowing or not wrt:
             continue
@@ -142,8 +145,8 @@ def _backward_layers(passes, seeds, clock, elapsed):
                                       wrt, [gradient for _, gradient in flowing],
                                       allow_unused=True)
         elapsed[layer.name][1] += clock.now() - started
-        for name, bottom, gradient in zip(layer.bottom, bottoms, results):
-            if not bottom.requires_grad or gradient is None:
+        for (name, _), gradient in zip(learning, results):
+            if gradient is None:
                 continue
             in_place = name in layer.top
             gradients[name] = gradient if in_place or name not in gradients \
