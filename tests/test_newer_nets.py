@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from prep import pipeline
+from runner import inspect
 from runner.config import loading, schema
 from runner.files import snapshot
 from runner.imaging import datasets
@@ -75,3 +76,17 @@ def test_newer_net_trains_and_super_resolves(name, images, tmp_path):
     # tiles of the plane the net runs on: 2 x 2 of the upscaled image, 3 x 2 of the LR one
     tile_size = 20 if model.upsamples_first else 5
     assert np.abs(tiles.super_resolve(model, plane, tile_size) - whole).max() < 1e-5
+
+
+@pytest.mark.parametrize("name, weights, paper", [
+    # VDSR: 20 layers of 3x3 kernels, 64 filters ("665K" in the paper)
+    ("vdsr", 64 * 9 + 18 * 64 * 64 * 9 + 64 * 9, 665_000),
+    # DRRN B1U9: its 9 units share two 3x3 kernels of 128 filters, counted once ("297K")
+    ("drrn", 128 * 9 + 2 * 128 * 128 * 9 + 128 * 9, 297_000),
+    # ESPCN (5, 64), (3, 32), (3, 9), by hand
+    ("espcn", 5 * 5 * 64 + 3 * 3 * 64 * 32 + 3 * 3 * 32 * 9, None),
+])
+def test_weight_counts_of_the_newer_nets(name, weights, paper):
+    net = loading.load(schema.NetParameter, CONFIGS / f"{name}_net.yaml")
+    assert inspect.summarize_net(net, f"{name}_net.yaml", (16, 16)).weights == weights
+    assert paper is None or round(weights, -3) == paper
