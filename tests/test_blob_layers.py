@@ -297,28 +297,21 @@ def test_crop_beyond_the_bottom_names_both_shapes():
 
 # --------------------------------------------------------------------------- Reshape, Flatten
 
-@pytest.mark.parametrize("param, shape", [
-    ({"shape": {"dim": [0, -1]}}, (2, 60)),
-    ({"shape": {"dim": [0, 0, 2, -1]}}, (2, 3, 2, 10)),
-    ({"axis": 1, "num_axes": 1, "shape": {"dim": [3, 1]}}, (2, 3, 1, 4, 5)),
-    ({"axis": -1, "shape": {"dim": [1, 1]}}, (2, 3, 4, 5, 1, 1)),
-    ({"shape": {"dim": [-1]}}, (120,)),
+@pytest.mark.parametrize("layer_type, param, shape", [
+    ("Reshape", {"shape": {"dim": [0, -1]}}, (2, 60)),
+    ("Reshape", {"shape": {"dim": [0, 0, 2, -1]}}, (2, 3, 2, 10)),
+    ("Reshape", {"axis": 1, "num_axes": 1, "shape": {"dim": [3, 1]}}, (2, 3, 1, 4, 5)),
+    ("Reshape", {"axis": -1, "shape": {"dim": [1, 1]}}, (2, 3, 4, 5, 1, 1)),
+    ("Reshape", {"shape": {"dim": [-1]}}, (120,)),
+    ("Flatten", {}, (2, 60)),
+    ("Flatten", {"axis": 2}, (2, 3, 20)),
+    ("Flatten", {"axis": 1, "end_axis": 2}, (2, 12, 5)),
+    ("Flatten", {"axis": 0, "end_axis": -2}, (24, 5)),
 ])
-def test_reshape(param, shape):
+def test_reshape_and_flatten(layer_type, param, shape):
     x = random(2, 3, 4, 5)
-    result = run_layer({"name": "r", "type": "Reshape", "bottom": "x", "top": "y",
-                        "reshape_param": param}, {"x": x})
-    assert_close(result.tops[0], x.reshape(shape))
-    assert_close(result.bottom_grads["x"], result.top_grads[0].reshape(x.shape))
-
-
-@pytest.mark.parametrize("param, shape", [({}, (2, 60)), ({"axis": 2}, (2, 3, 20)),
-                                          ({"axis": 1, "end_axis": 2}, (2, 12, 5)),
-                                          ({"axis": 0, "end_axis": -2}, (24, 5))])
-def test_flatten(param, shape):
-    x = random(2, 3, 4, 5)
-    result = run_layer({"name": "f", "type": "Flatten", "bottom": "x", "top": "y",
-                        "flatten_param": param}, {"x": x})
+    result = run_layer({"name": "r", "type": layer_type, "bottom": "x", "top": "y",
+                        f"{layer_type.lower()}_param": param}, {"x": x})
     assert_close(result.tops[0], x.reshape(shape))
     assert_close(result.bottom_grads["x"], result.top_grads[0].reshape(x.shape))
 

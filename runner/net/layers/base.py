@@ -1,7 +1,6 @@
 """What every computing layer is: a torch Module that knows its parameter blobs, their fillers and
 the shapes of its tops; and the checks of the settings several layer families share."""
-import math
-
+import torch
 from torch import nn
 
 
@@ -45,6 +44,29 @@ class Layer(nn.Module):
         """(LayerParameter, blobs) that Caffe runs for this layer: itself, except for srcaffe's
         own layer types, which are written as the Caffe layers that compute the same."""
         return layer, self.blobs()
+
+
+class WeightsAndBias(Layer):
+    """A layer whose blobs are weights and, with `bias_term`, a bias of `num_output` values
+    (Convolution, Deconvolution, InnerProduct), filled by `weight_filler` and `bias_filler`."""
+
+    @staticmethod
+    def required_outputs(param, where):
+        """`num_output`, which Caffe requires."""
+        if param.num_output is None:
+            raise ValueError(f"{where}.num_output is required")
+        return param.num_output
+
+    def make_blobs(self, param, weight_shape):
+        self.weight = nn.Parameter(torch.empty(weight_shape))
+        self.bias = nn.Parameter(torch.empty(param.num_output)) if param.bias_term else None
+        self.weight_filler, self.bias_filler = param.weight_filler, param.bias_filler
+
+    def blobs(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def fillers(self):
+        return [self.weight_filler, self.bias_filler][:len(self.blobs())]
 
 
 def spatial(param, key, prefix, default, minimum, where):
@@ -93,7 +115,3 @@ def same_shapes(names, shapes, what="bottoms"):
         if tuple(shape) != tuple(shapes[0]):
             raise ValueError(f"{what} must have the same shape: {names[0]!r} is "
                              f"{tuple(shapes[0])}, {name!r} is {tuple(shape)}")
-
-
-def count(shape):
-    return math.prod(shape)

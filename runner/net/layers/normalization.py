@@ -85,29 +85,44 @@ def operand_axis(axis, num_axes, bottom_shapes, where):
     return (start if operand else 0), operand
 
 
-def check_operand(bottom_shape, operand_shape, axis):
-    if tuple(bottom_shape[axis:axis + len(operand_shape)]) != tuple(operand_shape):
-        raise ValueError(f"bottom of shape {tuple(bottom_shape)} does not match an operand of "
-                         f"shape {tuple(operand_shape)} at axis {axis}")
-
-
 def at_axis(operand, axis, dimensions):
     """`operand` shaped to broadcast over a `dimensions`-axis blob from `axis` on."""
     return operand.reshape(*operand.shape, *[1] * (dimensions - axis - operand.dim()))
 
 
-class Bias(Layer):
+class Operand(Layer):
+    """A layer that applies an operand to bottom 0 from `axis` on: bottom 1, or its own
+    learned blob of shape `operand_shape`."""
+
+    bottom_count = (1, 2)
+
+    def __init__(self, param, bottom_shapes, where):
+        super().__init__()
+        self.axis, self.operand_shape = operand_axis(param.axis, param.num_axes, bottom_shapes,
+                                                     where)
+        self.learns_operand = len(bottom_shapes) == 1
+
+    def operand_blob(self):
+        return nn.Parameter(torch.empty(self.operand_shape))
+
+    def top_shapes(self, bottom_shapes):
+        operand = bottom_shapes[1] if len(bottom_shapes) == 2 else self.operand_shape
+        if tuple(bottom_shapes[0][self.axis:self.axis + len(operand)]) != tuple(operand):
+            raise ValueError(f"bottom of shape {tuple(bottom_shapes[0])} does not match an "
+                             f"operand of shape {tuple(operand)} at axis {self.axis}")
+        return [bottom_shapes[0]]
+
+
+class Bias(Operand):
     """Caffe's Bias: bottom 0 + bottom 1, or + a learned blob (filler default constant 0),
     broadcast from `axis`."""
 
     type_name = "Bias"
-    bottom_count = (1, 2)
 
     def __init__(self, layer, bottom_shapes):
-        super().__init__()
         param = layer.bias_param
-        self.axis, shape = operand_axis(param.axis, param.num_axes, bottom_shapes, "bias_param")
-        self.bias = nn.Parameter(torch.empty(shape)) if len(bottom_shapes) == 1 else None
+        super().__init__(param, bottom_shapes, "bias_param")
+        self.bias = self.operand_blob() if self.learns_operand else None
         self.filler = param.filler
 
     def blobs(self):
@@ -116,31 +131,23 @@ class Bias(Layer):
     def fillers(self):
         return [self.filler][:len(self.blobs())]
 
-    def top_shapes(self, bottom_shapes):
-        operand = bottom_shapes[1] if len(bottom_shapes) == 2 else self.bias.shape
-        check_operand(bottom_shapes[0], operand, self.axis)
-        return [bottom_shapes[0]]
-
     def forward(self, bottom, operand=None):
         operand = self.bias if operand is None else operand
         return (bottom + at_axis(operand, self.axis, bottom.dim()),)
 
 
-class Scale(Layer):
+class Scale(Operand):
     """Caffe's Scale: bottom 0 * bottom 1, or * a learned blob (filler default constant 1),
     broadcast from `axis`; with bias_term, plus a learned bias of the same shape (blobs: scale,
     bias; or only the bias with a second bottom)."""
 
     type_name = "Scale"
-    bottom_count = (1, 2)
 
     def __init__(self, layer, bottom_shapes):
-        super().__init__()
         param = layer.scale_param
-        self.axis, shape = operand_axis(param.axis, param.num_axes, bottom_shapes,
-                                        "scale_param")
-        self.scale = nn.Parameter(torch.empty(shape)) if len(bottom_shapes) == 1 else None
-        self.bias = nn.Parameter(torch.empty(shape)) if param.bias_term else None
+        super().__init__(param, bottom_shapes, "scale_param")
+        self.scale = self.operand_blob() if self.learns_operand else None
+        self.bias = self.operand_blob() if param.bias_term else None
         # Caffe: an unset filler is constant 1 (the identity)
         unset = param.filler == schema.FillerParameter()
         self.filler = schema.FillerParameter(value=1.0) if unset else param.filler
@@ -152,11 +159,6 @@ class Scale(Layer):
     def fillers(self):
         return [filler for blob, filler in ((self.scale, self.filler),
                                             (self.bias, self.bias_filler)) if blob is not None]
-
-    def top_shapes(self, bottom_shapes):
-        operand = bottom_shapes[1] if len(bottom_shapes) == 2 else self.scale.shape
-        check_operand(bottom_shapes[0], operand, self.axis)
-        return [bottom_shapes[0]]
 
     def forward(self, bottom, operand=None):
         operand = self.scale if operand is None else operand
