@@ -22,7 +22,7 @@ from runner.net import feeds
 def caffe_net(deployed, net):
     """(NetParameter, {layer name: [arrays]}) of a deploy net and its built Net as Caffe runs
     them: every computing layer in its `caffe_form`, with its blobs in Caffe's layouts."""
-    steps = iter(net.modules())
+    steps = iter(net.layer_modules())
     layers, blobs = [], {}
     for layer in deployed.layer:
         if layer.type in feeds.FED_LAYERS:

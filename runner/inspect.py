@@ -69,7 +69,7 @@ def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, weights=None
     if weights is not None:
         module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
                           for layer, blobs in weights.items()}, source)
-    modules = {id(layer): layer_module for layer, layer_module in module.modules()}
+    modules = {id(layer): layer_module for layer, layer_module in module.layer_modules()}
     shapes, rows, counted = {}, [], set()
     counts = {"weights": 0, "biases": 0, "slopes": 0, "other": 0}
     # an Input layer (a deploy prototxt's) keeps its own shape in the deploy net: give it ours

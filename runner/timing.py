@@ -106,12 +106,6 @@ class _Clock:
         return time.perf_counter()
 
 
-def _steps(module):
-    """(layer parameter, layer module) of each computing layer, in file order."""
-    computing = [layer for layer in module.layer_params if layer.type not in feeds.FED_LAYERS]
-    return list(zip(computing, module.layers, strict=True))
-
-
 def _forward_layers(steps, feeds, clock, elapsed):
     """One forward pass, layer by layer, each layer on detached bottoms so it can be
     differentiated alone; returns [(layer, module, bottoms, tops)]."""
@@ -171,7 +165,7 @@ def time_net(net_param, source, iterations=50, batch=None, device="cpu", input_s
     module = builder.Net(net_param, "TRAIN", source, generator, input_shapes=shapes).to(device)
     feeds = {name: torch.rand(shape, generator=generator).to(device)
              for name, shape in shapes.items()}
-    steps = _steps(module)
+    steps = module.layer_modules()
     clock = _Clock(device)
     elapsed = {layer.name: [0.0, 0.0] for layer, _ in steps}
     whole = 0.0

@@ -32,7 +32,7 @@ def run_layer(layer, inputs, phase="TRAIN", blobs=None, seed=1):
     """Forward `inputs` ({bottom name: array}) through `layer`, then backward from random top
     gradients: sum(top * gradient) is the objective. `blobs` replace the filled parameters."""
     net = layer_net(layer, {name: value.shape for name, value in inputs.items()}, phase)
-    (_, module), = net.modules()
+    (_, module), = net.layer_modules()
     if blobs is not None:
         with torch.no_grad():
             for blob, value in zip(module.blobs(), blobs):

@@ -37,7 +37,7 @@ def test_batch_norm_in_train_uses_the_batch_and_accumulates_caffes_three_blobs()
     layer = {"name": "bn", "type": "BatchNorm", "bottom": "x", "top": "y",
              "batch_norm_param": {"moving_average_fraction": 0.9, "eps": 1e-3}}
     net = layer_net(layer, {"x": x1.shape})
-    (_, module), = net.modules()
+    (_, module), = net.layer_modules()
     values_per_channel = 4 * 5 * 6
     correction = values_per_channel / (values_per_channel - 1)
     expected_sums = [np.zeros(3), np.zeros(3), 0.0]

@@ -100,7 +100,7 @@ def receptive_width(net):
     an upsampling layer (deconvolution, pixel shuffle) its kernel extent over its stride, plus
     one. Strides > 1 change the resolution."""
     width, resolution = 0.0, 1.0      # resolution: blob pixels per input pixel
-    for _, module in net.modules():
+    for _, module in net.layer_modules():
         window = module.window()
         if window is None:
             continue

@@ -255,7 +255,7 @@ class Net(nn.Module):
         shared blob is listed under every layer that uses it (as a .caffemodel holds it)."""
         return {layer.name: module.blobs() for layer, module in self._steps if module.blobs()}
 
-    def modules(self):
+    def layer_modules(self):
         """(LayerParameter, module) of every computing layer, in order."""
         return list(self._steps)
 
