@@ -3,7 +3,9 @@
 caffe: `<stem>.prototxt`, the deploy net (runner/infer/deploy.py: an Input layer in place of the data
 layer, no loss), and `<stem>.caffemodel`, its weights (runner/files/caffe_model.py); the pair that
 Caffe's tools and OpenCV's `cv2.dnn.readNetFromCaffe` load, and that `--model`, `--weights` and
-`inspect` read back.
+`inspect` read back. srcaffe's own layer types are written as the Caffe layers that compute the
+same (PixelShuffle: a fixed Deconvolution); shared blobs keep their `param { name }` and are
+stored under every layer that uses them, as Caffe stores them.
 
 onnx: `<stem>.onnx`, the same deploy net with its weights through torch.onnx's exporter, its
 batch, height and width dynamic, in standard ONNX operators (Conv, ConvTranspose, PRelu, Relu,
@@ -14,6 +16,7 @@ is one ConvTranspose, not the sub-pixel convolution it runs as here. onnxruntime
 import contextlib
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,19 +26,36 @@ from runner.config import caffe_proto
 from runner.errors import UserError
 from runner.files import caffe_model, outputs
 from runner.infer import deploy
-from runner.net import fast_paths
+from runner.net import fast_paths, feeds
+
+
+
+def caffe_net(deployed, net):
+    """(NetParameter, {layer name: [arrays]}) of a deploy net and its built Net as Caffe runs
+    them: every computing layer in its `caffe_form`, with its blobs in Caffe's layouts."""
+    steps = iter(net.layer_modules())
+    layers, blobs = [], {}
+    for layer in deployed.layer:
+        if layer.type in feeds.FED_LAYERS:
+            layers.append(layer)
+            continue
+        _, module = next(steps)
+        caffe_layer, layer_blobs = module.caffe_form(layer)
+        layers.append(caffe_layer)
+        if layer_blobs:
+            blobs[layer.name] = [blob.detach().cpu().numpy() for blob in layer_blobs]
+    return replace(deployed, layer=layers), blobs
 
 
 def caffe_files(model_path, model):
     """{suffix: contents} of the Caffe pair for a loaded ModelFile: the blobs the deploy net
     holds once the model's weights are copied in (so they are checked to fit it)."""
     _, deployed, module = deploy.trained_deploy_net(model_path, model)
-    blobs = {layer: [blob.detach().numpy() for blob in layer_blobs]
-             for layer, layer_blobs in module.blobs_by_layer().items()}
+    net_param, blobs = caffe_net(deployed, module)
     header = f"# The deploy net of {Path(model_path).name}, written by `runner export`.\n"
     return {caffe_model.NET_SUFFIX: header + text_format.MessageToString(
-                caffe_proto.from_schema(deployed)),
-            caffe_model.SUFFIX: caffe_model.to_caffemodel(deployed, blobs)}
+                caffe_proto.from_schema(net_param)),
+            caffe_model.SUFFIX: caffe_model.to_caffemodel(net_param, blobs)}
 
 
 ONNX_SUFFIX = ".onnx"

@@ -239,12 +239,12 @@ def test_damaged_caffemodel_is_one_error_line(tmp_path, exported, capfd, damage,
 
 def test_prototxt_with_an_unsupported_layer_is_one_error_line(tmp_path, exported, capfd):
     prototxt, caffemodel, _ = exported
-    text = prototxt.read_text().replace('type: "PReLU"', 'type: "Pooling"', 1)
+    text = prototxt.read_text().replace('type: "PReLU"', 'type: "LRN"', 1)
     bad = bad_pair(tmp_path, text, caffemodel.read_bytes())
     assert_one_line_error(run_main(capfd, "inspect", bad), "bad.prototxt",
-                          "'Pooling' is not one of")
+                          "'LRN' is not one of")
     assert_one_line_error(run_main(capfd, "export", bad, "--out", tmp_path / "out"),
-                          "bad.prototxt", "'Pooling' is not one of")
+                          "bad.prototxt", "'LRN' is not one of")
     assert not (tmp_path / "out").exists()
 
 

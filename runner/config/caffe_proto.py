@@ -19,13 +19,23 @@ PACKAGE = "caffe"
 MESSAGES = (schema.BlobShape, schema.BlobProto, schema.FillerParameter, schema.NetStateRule,
             schema.ParamSpec, schema.ConvolutionParameter, schema.HDF5DataParameter,
             schema.InputParameter, schema.PReLUParameter, schema.ReLUParameter,
-            schema.LayerParameter, schema.V1LayerParameter, schema.NetParameter,
-            schema.SolverParameter)
+            schema.PoolingParameter, schema.InnerProductParameter, schema.ELUParameter,
+            schema.PowerParameter, schema.ExpParameter, schema.LogParameter,
+            schema.ThresholdParameter, schema.DropoutParameter, schema.ScaleParameter,
+            schema.BiasParameter, schema.BatchNormParameter, schema.EltwiseParameter,
+            schema.ConcatParameter, schema.SliceParameter, schema.CropParameter,
+            schema.ReshapeParameter, schema.FlattenParameter, schema.ReductionParameter,
+            schema.PixelShuffleParameter, schema.LayerParameter, schema.V1LayerParameter,
+            schema.NetParameter, schema.SolverParameter)
 # Caffe nests these enums in the message that uses them; Phase stands alone. (V1LayerParameter
 # has a DimCheckMode of its own in caffe.proto, with the same values: it uses ParamSpec's here.)
 ENUM_OWNERS = {schema.VARIANCE_NORM: schema.FillerParameter,
-               schema.SOLVER_MODE: schema.SolverParameter,
                schema.DIM_CHECK_MODE: schema.ParamSpec,
+               schema.POOL_METHOD: schema.PoolingParameter,
+               schema.ROUND_MODE: schema.PoolingParameter,
+               schema.ELTWISE_OP: schema.EltwiseParameter,
+               schema.REDUCTION_OP: schema.ReductionParameter,
+               schema.SOLVER_MODE: schema.SolverParameter,
                schema.V1_LAYER_TYPE: schema.V1LayerParameter,
                schema.SOLVER_TYPE_ENUM: schema.SolverParameter}
 FIELD_TYPE = descriptor_pb2.FieldDescriptorProto
@@ -158,11 +168,19 @@ _UNKNOWN_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\
 
 
 def text_to_mapping(message_class, text, source):
-    """Caffe prototxt text as plain data (the fields it sets), ready for `schema.from_mapping`."""
+    """Caffe prototxt text as plain data (the fields it sets), ready for `schema.from_mapping`.
+    A key we do not know is reported after the values of the keys we know are checked: a layer
+    of an unsupported type (whose parameters are unknown keys here) is reported by its type."""
     message = message_type(message_class)()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
+        lenient = message_type(message_class)()
+        try:
+            text_format.Parse(text, lenient, allow_unknown_field=True)
+        except text_format.ParseError:
+            raise UserError(source, _describe_parse_error(error)) from None
+        schema.from_mapping(message_class, to_mapping(lenient), source)
         raise UserError(source, _describe_parse_error(error)) from None
     return to_mapping(message)
 

@@ -19,7 +19,8 @@ class ProtoEnum:
 
     name: str
     values: tuple
-    numbers: tuple = ()   # each value's number where they are not 0, 1, 2, ... (V1's LayerType)
+    numbers: tuple = ()   # each value's number where they are not 0, 1, 2, ... (V1's LayerType,
+                          # ReductionOp)
 
     def value_numbers(self):
         """(number, value) of every value, as caffe.proto numbers them."""
@@ -28,6 +29,11 @@ class ProtoEnum:
 
 PHASE = ProtoEnum("Phase", ("TRAIN", "TEST"))
 VARIANCE_NORM = ProtoEnum("VarianceNorm", ("FAN_IN", "FAN_OUT", "AVERAGE"))
+DIM_CHECK_MODE = ProtoEnum("DimCheckMode", ("STRICT", "PERMISSIVE"))
+POOL_METHOD = ProtoEnum("PoolMethod", ("MAX", "AVE", "STOCHASTIC"))
+ROUND_MODE = ProtoEnum("RoundMode", ("CEIL", "FLOOR"))
+ELTWISE_OP = ProtoEnum("EltwiseOp", ("PROD", "SUM", "MAX"))
+REDUCTION_OP = ProtoEnum("ReductionOp", ("SUM", "ASUM", "SUMSQ", "MEAN"), numbers=(1, 2, 3, 4))
 SOLVER_MODE = ProtoEnum("SolverMode", ("CPU", "GPU"))
 DIM_CHECK_MODE = ProtoEnum("DimCheckMode", ("STRICT", "PERMISSIVE"))
 
@@ -37,14 +43,17 @@ SCALAR_TYPES = {"string": str, "bool": bool, "float": float, "double": float,
 
 
 def option(number, kind, doc, default=None, *, repeated=False, choices=(), minimum=None,
-           packed=False):
+           packed=False, checked_first=False):
     """Declare one key: Caffe field number, proto type (or enum/message class), one-line meaning.
 
     `default` is Caffe's default; None means "not set" (proto2 has_field false).
     `choices` restricts a string's values; `minimum` bounds a number from below.
+    `checked_first`: validated before the message's other keys (a layer's type, so that an
+    unsupported type is reported as such, not as an unknown key of its parameters).
     """
     metadata = {"number": number, "kind": kind, "doc": doc, "repeated": repeated,
-                "choices": tuple(choices), "minimum": minimum, "packed": packed}
+                "choices": tuple(choices), "minimum": minimum, "packed": packed,
+                "checked_first": checked_first}
     if repeated:
         items = tuple(default or ())
         return field(default_factory=lambda: list(items), metadata=metadata)
@@ -76,7 +85,8 @@ class BlobProto:
     width: int = option(4, "int32", "legacy 4-D shape: W", 0)
 
 
-FILLER_TYPES = ("constant", "gaussian", "msra", "xavier", "uniform", "bilinear")
+FILLER_TYPES = ("constant", "gaussian", "msra", "xavier", "uniform", "bilinear",
+                "positive_unitball")
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class FillerParameter:
     max: float = option(4, "float", "uniform: upper bound", 1.0)
     mean: float = option(5, "float", "gaussian: mean", 0.0)
     std: float = option(6, "float", "gaussian: standard deviation", 1.0)
+    sparse: int = option(7, "int32", "gaussian: expected non-zero inputs per output (the rest "
+                         "zeroed); -1: dense", -1)
     variance_norm: str = option(8, VARIANCE_NORM, "xavier/msra: normalise by fan_in, fan_out or "
                                 "their average", "FAN_IN")
 
@@ -98,10 +110,10 @@ class NetStateRule:
 
 @dataclass(frozen=True)
 class ParamSpec:
-    name: str = option(1, "string", "the blob's name: layers whose blobs have the same name share "
-                       "them")
-    share_mode: str = option(2, DIM_CHECK_MODE, "a shared blob must have the same shape "
-                             "(STRICT) or only the same count (PERMISSIVE)")
+    name: str = option(1, "string", "share this blob with every other blob of the same name "
+                       "(the first layer that names it owns it)")
+    share_mode: str = option(2, DIM_CHECK_MODE, "STRICT: a shared blob must have the owner's "
+                             "shape; PERMISSIVE: only its number of values")
     lr_mult: float = option(3, "float", "multiplier on the solver's learning rate for this blob",
                             1.0)
     decay_mult: float = option(4, "float", "multiplier on the solver's weight_decay for this "
@@ -124,6 +136,12 @@ class ConvolutionParameter:
     bias_filler: FillerParameter = option(8, FillerParameter, "initial biases")
     dilation: list = option(18, "uint32", "kernel dilation (one value, or H and W)",
                             repeated=True)
+    pad_h: int = option(9, "uint32", "zero padding on top and bottom (instead of pad)", 0)
+    pad_w: int = option(10, "uint32", "zero padding on left and right (instead of pad)", 0)
+    kernel_h: int = option(11, "uint32", "kernel height (with kernel_w, instead of kernel_size)")
+    kernel_w: int = option(12, "uint32", "kernel width (with kernel_h, instead of kernel_size)")
+    stride_h: int = option(13, "uint32", "vertical stride (with stride_w, instead of stride)")
+    stride_w: int = option(14, "uint32", "horizontal stride (with stride_h, instead of stride)")
 
 
 @dataclass(frozen=True)
@@ -152,16 +170,174 @@ class ReLUParameter:
     negative_slope: float = option(1, "float", "slope for negative inputs (leaky ReLU)", 0.0)
 
 
-LAYER_TYPES = ("HDF5Data", "Input", "Convolution", "Deconvolution", "PReLU", "ReLU",
-               "EuclideanLoss")
+@dataclass(frozen=True)
+class PoolingParameter:
+    pool: str = option(1, POOL_METHOD, "MAX or AVE (STOCHASTIC is not supported)", "MAX")
+    kernel_size: int = option(2, "uint32", "window side (or kernel_h and kernel_w)")
+    stride: int = option(3, "uint32", "window step (or stride_h and stride_w)", 1)
+    pad: int = option(4, "uint32", "implicit padding on each side (or pad_h and pad_w)", 0)
+    kernel_h: int = option(5, "uint32", "window height")
+    kernel_w: int = option(6, "uint32", "window width")
+    stride_h: int = option(7, "uint32", "vertical step")
+    stride_w: int = option(8, "uint32", "horizontal step")
+    pad_h: int = option(9, "uint32", "padding on top and bottom", 0)
+    pad_w: int = option(10, "uint32", "padding on left and right", 0)
+    global_pooling: bool = option(12, "bool", "pool over the whole height and width", False)
+    round_mode: str = option(13, ROUND_MODE, "output size rounding: CEIL (Caffe's rule, the "
+                             "last window may hang over the edge) or FLOOR", "CEIL")
+
+
+@dataclass(frozen=True)
+class InnerProductParameter:
+    num_output: int = option(1, "uint32", "number of outputs", minimum=1)
+    bias_term: bool = option(2, "bool", "whether to add a learned bias", True)
+    weight_filler: FillerParameter = option(3, FillerParameter, "initial weights")
+    bias_filler: FillerParameter = option(4, FillerParameter, "initial biases")
+    axis: int = option(5, "int32", "first axis flattened into each input vector (negative: "
+                       "from the end)", 1)
+    transpose: bool = option(6, "bool", "weights stored (inputs, outputs) instead of "
+                             "(outputs, inputs)", False)
+
+
+@dataclass(frozen=True)
+class ELUParameter:
+    alpha: float = option(1, "float", "x < 0: alpha * (exp(x) - 1)", 1.0)
+
+
+@dataclass(frozen=True)
+class PowerParameter:
+    power: float = option(1, "float", "y = (shift + scale * x) ^ power", 1.0)
+    scale: float = option(2, "float", "multiplier of x", 1.0)
+    shift: float = option(3, "float", "added to scale * x", 0.0)
+
+
+@dataclass(frozen=True)
+class ExpParameter:
+    base: float = option(1, "float", "y = base ^ (shift + scale * x); -1: e", -1.0)
+    scale: float = option(2, "float", "multiplier of x", 1.0)
+    shift: float = option(3, "float", "added to scale * x", 0.0)
+
+
+@dataclass(frozen=True)
+class LogParameter:
+    base: float = option(1, "float", "y = log_base(shift + scale * x); -1: e", -1.0)
+    scale: float = option(2, "float", "multiplier of x", 1.0)
+    shift: float = option(3, "float", "added to scale * x", 0.0)
+
+
+@dataclass(frozen=True)
+class ThresholdParameter:
+    threshold: float = option(1, "float", "y = 1 where x > threshold, else 0", 0.0)
+
+
+@dataclass(frozen=True)
+class DropoutParameter:
+    dropout_ratio: float = option(1, "float", "TRAIN: share of values zeroed (the rest scaled "
+                                  "by 1 / (1 - ratio)); TEST: identity", 0.5)
+
+
+@dataclass(frozen=True)
+class ScaleParameter:
+    axis: int = option(1, "int32", "first axis of the bottom the scale spans (negative: from "
+                       "the end)", 1)
+    num_axes: int = option(2, "int32", "axes the learned scale spans (-1: all from axis on, 0: "
+                           "a scalar); ignored with a second bottom", 1)
+    filler: FillerParameter = option(3, FillerParameter, "initial scale (default: constant 1)")
+    bias_term: bool = option(4, "bool", "also add a learned bias of the scale's shape", False)
+    bias_filler: FillerParameter = option(5, FillerParameter, "initial bias")
+
+
+@dataclass(frozen=True)
+class BiasParameter:
+    axis: int = option(1, "int32", "first axis of the bottom the bias spans (negative: from "
+                       "the end)", 1)
+    num_axes: int = option(2, "int32", "axes the learned bias spans (-1: all from axis on, 0: "
+                           "a scalar); ignored with a second bottom", 1)
+    filler: FillerParameter = option(3, FillerParameter, "initial bias")
+
+
+@dataclass(frozen=True)
+class BatchNormParameter:
+    use_global_stats: bool = option(1, "bool", "normalise by the stored statistics instead of "
+                                    "the batch's (default: false in TRAIN, true in TEST)")
+    moving_average_fraction: float = option(2, "float", "decay of the stored statistics per "
+                                            "TRAIN pass", 0.999)
+    eps: float = option(3, "float", "added to the variance", 1e-5)
+
+
+@dataclass(frozen=True)
+class EltwiseParameter:
+    operation: str = option(1, ELTWISE_OP, "PROD, SUM or MAX of the bottoms", "SUM")
+    coeff: list = option(2, "float", "SUM: one coefficient per bottom (default: all 1)",
+                         repeated=True)
+    stable_prod_grad: bool = option(3, "bool", "PROD: gradient by products of the other "
+                                    "bottoms (the only way here; false is accepted)", True)
+
+
+@dataclass(frozen=True)
+class ConcatParameter:
+    concat_dim: int = option(1, "uint32", "deprecated: the axis (use axis)")
+    axis: int = option(2, "int32", "axis the bottoms are joined along (negative: from the end)",
+                       1)
+
+
+@dataclass(frozen=True)
+class SliceParameter:
+    slice_dim: int = option(1, "uint32", "deprecated: the axis (use axis)")
+    slice_point: list = option(2, "uint32", "indices where the axis is cut (default: equal "
+                               "parts, one per top)", repeated=True)
+    axis: int = option(3, "int32", "axis that is cut (negative: from the end)", 1)
+
+
+@dataclass(frozen=True)
+class CropParameter:
+    axis: int = option(1, "int32", "first axis cropped to the second bottom's size", 2)
+    offset: list = option(2, "uint32", "start of the crop: one for every cropped axis, or one "
+                          "per axis", repeated=True)
+
+
+@dataclass(frozen=True)
+class ReshapeParameter:
+    shape: BlobShape = option(1, BlobShape, "new shape: 0 copies the bottom's axis, -1 is "
+                              "inferred")
+    axis: int = option(2, "int32", "first bottom axis replaced (negative: from the end)", 0)
+    num_axes: int = option(3, "int32", "bottom axes replaced (-1: all from axis on)", -1)
+
+
+@dataclass(frozen=True)
+class FlattenParameter:
+    axis: int = option(1, "int32", "first axis flattened", 1)
+    end_axis: int = option(2, "int32", "last axis flattened (negative: from the end)", -1)
+
+
+@dataclass(frozen=True)
+class ReductionParameter:
+    operation: str = option(1, REDUCTION_OP, "SUM, ASUM (of absolute values), SUMSQ (of "
+                            "squares) or MEAN", "SUM")
+    axis: int = option(2, "int32", "first axis reduced; all following axes are reduced too", 0)
+    coeff: float = option(3, "float", "multiplier of the result", 1.0)
+
+
+@dataclass(frozen=True)
+class PixelShuffleParameter:
+    upscale_factor: int = option(1, "uint32", "r: (N, C*r*r, H, W) becomes (N, C, H*r, W*r)",
+                                 minimum=1)
+
+
+LAYER_TYPES = ("HDF5Data", "Input", "Convolution", "Deconvolution", "Pooling", "InnerProduct",
+               "ReLU", "PReLU", "ELU", "TanH", "Sigmoid", "AbsVal", "Power", "Exp", "Log",
+               "BNLL", "Threshold", "Dropout", "BatchNorm", "Scale", "Bias", "Eltwise",
+               "Concat", "Split", "Slice", "Crop", "Reshape", "Flatten", "Silence",
+               "Reduction", "PixelShuffle", "EuclideanLoss")
 
 
 @dataclass(frozen=True)
 class LayerParameter:
     name: str = option(1, "string", "the layer's name (weights are matched by it)", "")
-    type: str = option(2, "string", "the layer type", choices=LAYER_TYPES)
+    type: str = option(2, "string", "the layer type", choices=LAYER_TYPES, checked_first=True)
     bottom: list = option(3, "string", "names of the input blobs", repeated=True)
     top: list = option(4, "string", "names of the output blobs", repeated=True)
+    phase: str = option(10, PHASE, "the phase the layer computes in (default: its net's)")
     loss_weight: list = option(5, "float", "weight of each top in the objective (loss layers: 1)",
                                repeated=True)
     param: list = option(6, ParamSpec, "lr_mult/decay_mult per parameter blob (weights, then "
@@ -172,12 +348,33 @@ class LayerParameter:
                            repeated=True)
     exclude: list = option(9, NetStateRule, "exclude the layer when a rule matches",
                            repeated=True)
+    concat_param: ConcatParameter = option(104, ConcatParameter, "Concat settings")
     convolution_param: ConvolutionParameter = option(106, ConvolutionParameter,
                                                      "Convolution/Deconvolution settings")
+    dropout_param: DropoutParameter = option(108, DropoutParameter, "Dropout settings")
+    eltwise_param: EltwiseParameter = option(110, EltwiseParameter, "Eltwise settings")
+    exp_param: ExpParameter = option(111, ExpParameter, "Exp settings")
     hdf5_data_param: HDF5DataParameter = option(112, HDF5DataParameter, "HDF5Data settings")
+    inner_product_param: InnerProductParameter = option(117, InnerProductParameter,
+                                                        "InnerProduct settings")
+    pooling_param: PoolingParameter = option(121, PoolingParameter, "Pooling settings")
+    power_param: PowerParameter = option(122, PowerParameter, "Power settings")
     relu_param: ReLUParameter = option(123, ReLUParameter, "ReLU settings")
+    slice_param: SliceParameter = option(126, SliceParameter, "Slice settings")
+    threshold_param: ThresholdParameter = option(128, ThresholdParameter, "Threshold settings")
     prelu_param: PReLUParameter = option(131, PReLUParameter, "PReLU settings")
+    reshape_param: ReshapeParameter = option(133, ReshapeParameter, "Reshape settings")
+    log_param: LogParameter = option(134, LogParameter, "Log settings")
+    flatten_param: FlattenParameter = option(135, FlattenParameter, "Flatten settings")
+    reduction_param: ReductionParameter = option(136, ReductionParameter, "Reduction settings")
+    batch_norm_param: BatchNormParameter = option(139, BatchNormParameter, "BatchNorm settings")
+    elu_param: ELUParameter = option(140, ELUParameter, "ELU settings")
+    bias_param: BiasParameter = option(141, BiasParameter, "Bias settings")
+    scale_param: ScaleParameter = option(142, ScaleParameter, "Scale settings")
     input_param: InputParameter = option(143, InputParameter, "Input settings")
+    crop_param: CropParameter = option(144, CropParameter, "Crop settings")
+    pixel_shuffle_param: PixelShuffleParameter = option(
+        1001, PixelShuffleParameter, "srcaffe's PixelShuffle settings (not Caffe's)")
 
 
 # --------------------------------------------------------------------------- legacy net forms
@@ -425,7 +622,9 @@ def from_mapping(message_class, mapping, source, path=""):
                         f"{type(mapping).__name__}")
     declared = {key.name: key for key in keys(message_class)}
     values = {}
-    for name, value in mapping.items():
+    first = [name for name in mapping
+             if name in declared and declared[name].metadata["checked_first"]]
+    for name, value in sorted(mapping.items(), key=lambda item: item[0] not in first):
         if name not in declared:
             raise UserError(source, f"{label}: {unknown_key(message_class, str(name))}")
         values[name] = _convert(declared[name], value, source, f"{path}.{name}" if path else name)

@@ -23,13 +23,19 @@ def phase_layers(net_param, phase, source="<net>"):
 
 
 def scale_of(net_param):
-    """The upscaling factor a net encodes: the stride of its last convolution-like layer when
-    that is a Deconvolution (FSRCNN). None for an SRCNN-style net, whose last layer is a
-    Convolution (it works on a bicubic-upscaled input: the scale lives in the data), or for a
-    stride that differs between H and W."""
-    convolutions = [layer for layer in net_param.layer
-                    if layer.type in ("Convolution", "Deconvolution")]
-    if not convolutions or convolutions[-1].type != "Deconvolution":
+    """The upscaling factor a net encodes, read from its last resampling layer when that one
+    upsamples: a Deconvolution's stride (FSRCNN) or a PixelShuffle's factor (ESPCN). None for a
+    net whose last one is a Convolution (SRCNN, VDSR: it works on a bicubic-upscaled input, so
+    the scale lives in the data), or for a stride that differs between H and W."""
+    resampling = [layer for layer in net_param.layer
+                  if layer.type in ("Convolution", "Deconvolution", "PixelShuffle")]
+    if not resampling:
         return None
-    strides = set(convolutions[-1].convolution_param.stride or [1])
+    last = resampling[-1]
+    if last.type == "PixelShuffle":
+        return last.pixel_shuffle_param.upscale_factor
+    if last.type == "Convolution":
+        return None
+    param = last.convolution_param
+    strides = {param.stride_h, param.stride_w} if param.stride_h else set(param.stride or [1])
     return strides.pop() if len(strides) == 1 else None
