@@ -116,7 +116,10 @@ def fix_batch_norm(layer):
     params = _items(layer.get("param"))
     if len(params) != 3 or not all(isinstance(spec, dict) for spec in params):
         return False
-    layer["param"] = [{**spec, "lr_mult": 0.0, "decay_mult": 0.0} for spec in params]
+    fixed = [{**spec, "lr_mult": 0.0, "decay_mult": 0.0} for spec in params]
+    if fixed == params:
+        return False
+    layer["param"] = fixed
     return True
 
 
