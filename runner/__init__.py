@@ -14,6 +14,8 @@ floors its `__init__` names on its `May import:` line, never a higher one
     score/      metrics, the papers' evaluation protocol, figures and curves
 
 The commands sit on top, beside `cli.py` (the thin command line): `predict.py`, `inspect.py`,
-`timing.py` (`runner time`), `export.py`, `ship.py` and `bench/` (`make bench`); they may import
-every floor. Nothing here imports `prep/`, which builds on this library.
+`timing.py` (`runner time`), `export.py`, `ship.py`, `upgrade_file.py` (`runner upgrade`),
+`compare.py` (`runner compare`), `sweep/` (`runner sweep`) and `bench/` (`make bench`); they may
+import every floor. Nothing here imports `prep/`, which builds
+on this library.
 """

@@ -40,6 +40,8 @@ def add_train(commands):
     train.add_argument("--procs", type=positive_int(1), default=1,
                        help="data-parallel over N processes on this machine, launched as "
                        "torchrun --standalone --nproc_per_node=N (batch_size is per process)")
+    train.add_argument("--no-tensorboard", action="store_true",
+                       help="write no TensorBoard event files (also: SRCAFFE_TENSORBOARD=0)")
     train.set_defaults(run=run_train)
 
 
@@ -68,6 +70,8 @@ def run_train(args):
                                                    state.net_files)
     options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
                            sighup_effect=args.sighup_effect)
+    if args.no_tensorboard:
+        options.tensorboard = False
     if args.procs > 1:
         from runner.train import distributed
         if distributed.launched():
@@ -91,6 +95,60 @@ def without_option(argv, option):
         else:
             kept.append(token)
     return kept
+
+
+def add_sweep(commands):
+    from runner.sweep.plan import DEFAULT_FOLDER
+    command = commands.add_parser("sweep", help="a parameter study over solver and net keys: "
+                                  "a grid, or Optuna's TPE; each trial an ordinary run")
+    command.add_argument("--solver", required=True, help="the base solver file")
+    command.add_argument("--set", action="append", default=[], dest="sets",
+                         metavar="KEY=VALUES",
+                         help="a solver key (base_lr=0.001,0.005) or a net key by layer name "
+                         "(conv1.convolution_param.num_output=32,56); with --trials also "
+                         "ranges: momentum=0.8:0.99, base_lr=log:1e-4:1e-2; repeatable")
+    command.add_argument("--name", required=True, help="the sweep's name: its folder and study")
+    command.add_argument("--trials", type=positive_int(1),
+                         help="sample this many trials with TPE instead of running the grid")
+    command.add_argument("--max_iter", type=positive_int(1),
+                         help="every trial's max_iter (default: the solver's)")
+    command.add_argument("--parallel", type=positive_int(1), default=1,
+                         help="trials at a time in this worker, the cores divided among them")
+    command.add_argument("--prune", action="store_true",
+                         help="stop a trial whose test PSNR falls below the median of the "
+                         "finished trials' at the same iteration")
+    command.add_argument("--storage", help="Optuna RDB storage URL shared by workers on several "
+                         "machines, e.g. postgresql://user:pass@host/db (default: an SQLite "
+                         "file in the sweep folder)")
+    command.add_argument("--out", default=str(DEFAULT_FOLDER),
+                         help="where sweep folders go (default: %(default)s)")
+    command.set_defaults(run=run_sweep)
+
+
+def run_sweep(args):
+    from runner.sweep import plan, worker
+    sweep = plan.make_plan(args.solver, args.sets, args.name, args.out, args.trials,
+                           args.max_iter)
+    for path in worker.run_sweep(sweep, args.storage, args.parallel, args.prune):
+        print(f"wrote {path}")
+
+
+def add_compare(commands):
+    command = commands.add_parser("compare", help="runs or sweeps side by side: a Markdown and "
+                                  "CSV table and one figure, labelled by what differs")
+    command.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP",
+                         help="a run (folder, log, snapshot or prefix) or a sweep folder")
+    command.add_argument("--out", help="folder for compare.md, .csv and .png (default: the "
+                         "sweep's folder for one sweep, else results/compare)")
+    command.set_defaults(run=run_compare)
+
+
+def run_compare(args):
+    from runner import compare
+    table, written = compare.compare(args.runs, args.out)
+    print(table)
+    for path in written:
+        print(f"wrote {path}")
 
 
 def add_plot(commands):
@@ -326,6 +384,27 @@ def run_time(args):
                                                args.batch, args.device, args.input)))
 
 
+def add_upgrade(commands):
+    from runner import upgrade_file
+    command = commands.add_parser("upgrade", help="write a net or solver file in Caffe's legacy "
+                                  "syntax (V1 layers, solver_type, ...) in the current form")
+    command.add_argument("file", metavar="FILE", help="the net or solver file (.prototxt or "
+                         ".yaml)")
+    command.add_argument("--to", choices=sorted(upgrade_file.SUFFIXES),
+                         help="the format to write (default: the input's)")
+    command.add_argument("--out", help="the file (or folder) to write (default: beside the "
+                         "input, with the format's suffix)")
+    command.add_argument("--overwrite", action="store_true",
+                         help="allow replacing the input file itself")
+    command.set_defaults(run=run_upgrade)
+
+
+def run_upgrade(args):
+    from runner import upgrade_file
+    target, done = upgrade_file.upgrade_file(args.file, args.to, args.out, args.overwrite)
+    print(f"wrote {target} ({done})")
+
+
 SCHEMAS = {"net": schema.NetParameter, "solver": schema.SolverParameter,
            "prep": schema.PrepConfig}
 
@@ -340,7 +419,7 @@ def build_parser():
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for add in (add_train, add_plot, add_ship, add_schema, add_predict, add_test, add_inspect,
-                add_export, add_time):
+                add_export, add_time, add_upgrade, add_sweep, add_compare):
         add(commands)
     return parser
 

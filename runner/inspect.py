@@ -2,8 +2,9 @@
 
 For both: iteration, sha256, and the net as a layer table (name, type, top shape for a given
 input, parameter count, multiply-adds), its weight count (convolution and deconvolution weights
-only, the number the FSRCNN paper counts: 12,464 for FSRCNN(56,12,4)), biases, PReLU slopes and
-multiply-adds per input (LR) pixel. For a solverstate also the solver's settings and the model
+only, the number the FSRCNN paper counts: 12,464 for FSRCNN(56,12,4)), biases, PReLU slopes,
+other blobs (InnerProduct, Scale, Bias, BatchNorm statistics) and multiply-adds per input (LR)
+pixel; a blob that layers share is counted once. For a solverstate also the solver's settings and the model
 file it belongs to: whether that file is present and unchanged (sha256).
 """
 import math
@@ -39,20 +40,25 @@ class NetSummary:
     scale: int              # the final Deconvolution's stride; None for SRCNN-style nets
     layers: list            # LayerRow
     weights: int            # convolution and deconvolution weights
-    biases: int
+    biases: int             # convolution and deconvolution biases
     slopes: int             # PReLU slopes
+    other: int              # every other blob (InnerProduct, Scale, Bias, BatchNorm)
     multiply_adds_per_pixel: float
 
 
-def multiply_adds(layer, bottom_shape, top_shape):
+def multiply_adds(layer_type, module, bottom_shape, top_shape):
     """Multiply-adds of one forward pass of a Convolution or Deconvolution: every output pixel
     of a convolution, every input pixel of a deconvolution, costs one kernel per channel pair."""
-    kernel = layer.convolution_param.kernel_size
-    kernel_area = kernel[0] * kernel[-1]
-    group = layer.convolution_param.group
-    per_pixel = bottom_shape[1] * top_shape[1] // group * kernel_area
-    pixels = math.prod(top_shape[2:] if layer.type == "Convolution" else bottom_shape[2:])
+    per_pixel = bottom_shape[1] * top_shape[1] // module.group * math.prod(module.kernel)
+    pixels = math.prod(top_shape[2:] if layer_type == "Convolution" else bottom_shape[2:])
     return bottom_shape[0] * pixels * per_pixel
+
+
+def _blob_kinds(layer_type, blobs):
+    """The category each blob of a layer is counted in."""
+    if layer_type in CONVOLUTIONS:
+        return ["weights"] + ["biases"] * (len(blobs) - 1)
+    return ["slopes" if layer_type == "PReLU" else "other"] * len(blobs)
 
 
 def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, model=None):
@@ -63,26 +69,30 @@ def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, model=None):
     if model is not None:
         module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs] for layer, blobs
                           in model.read_blobs(module.blobs_by_layer(), source).items()}, source)
-    blobs = module.blobs_by_layer()
-    shapes, rows = {}, []
-    counts = {"weights": 0, "biases": 0, "slopes": 0}
+    modules = {id(layer): layer_module for layer, layer_module in module.layer_modules()}
+    shapes, rows, counted = {}, [], set()
+    counts = {"weights": 0, "biases": 0, "slopes": 0, "other": 0}
     # an Input layer (a deploy prototxt's) keeps its own shape in the deploy net: give it ours
     given = {deploy.input_blob(deployed, source): (1, 1, *input_size)}
     for (name, type_, top_shapes, parameters), layer in zip(module.output_shapes(given),
                                                              module.layer_params):
         operations = 0
+        layer_module = modules.get(id(layer))
         if layer.type in CONVOLUTIONS:
-            operations = multiply_adds(layer, shapes[layer.bottom[0]], top_shapes[0])
-            counts["weights"] += blobs[name][0].numel()
-            counts["biases"] += sum(blob.numel() for blob in blobs[name][1:])
-        elif layer.type == "PReLU":
-            counts["slopes"] += parameters
+            operations = multiply_adds(layer.type, layer_module, shapes[layer.bottom[0]],
+                                       top_shapes[0])
+        if layer_module is not None:
+            layer_blobs = layer_module.blobs()
+            for kind, blob in zip(_blob_kinds(layer.type, layer_blobs), layer_blobs):
+                if id(blob) not in counted:
+                    counted.add(id(blob))
+                    counts[kind] += blob.numel()
         shapes.update(zip(layer.top, top_shapes))
         rows.append(LayerRow(name, type_, list(top_shapes), parameters, operations))
     input_pixels = input_size[0] * input_size[1]
-    return NetSummary(net_param.name, source, (1, 1, *input_size), structure.scale_of(deployed), rows,
-                      counts["weights"], counts["biases"], counts["slopes"],
-                      sum(row.multiply_adds for row in rows) / input_pixels)
+    return NetSummary(net_param.name, source, (1, 1, *input_size), structure.scale_of(deployed),
+                      rows, counts["weights"], counts["biases"], counts["slopes"],
+                      counts["other"], sum(row.multiply_adds for row in rows) / input_pixels)
 
 
 @dataclass(frozen=True)
@@ -169,12 +179,14 @@ def format_net(summary):
                     [[row.name, row.type, ", ".join(map(_shape, row.top_shapes)),
                       f"{row.parameters:,}", f"{row.multiply_adds:,}" if row.multiply_adds
                       else ""] for row in summary.layers])
-    total = summary.weights + summary.biases + summary.slopes
+    total = summary.weights + summary.biases + summary.slopes + summary.other
     lines += ["",
               f"weights         {summary.weights:,} (convolution and deconvolution kernels)",
               f"biases          {summary.biases:,}",
-              f"PReLU slopes    {summary.slopes:,}",
-              f"parameters      {total:,}",
+              f"PReLU slopes    {summary.slopes:,}"]
+    if summary.other:
+        lines.append(f"other blobs     {summary.other:,} (InnerProduct, Scale, Bias, BatchNorm)")
+    lines += [f"parameters      {total:,} (a shared blob once)",
               f"mult-adds       {summary.multiply_adds_per_pixel:,.1f} per input pixel"]
     return lines
 

@@ -106,12 +106,6 @@ class _Clock:
         return time.perf_counter()
 
 
-def _steps(module):
-    """(layer parameter, layer module) of each computing layer, in file order."""
-    computing = [layer for layer in module.layer_params if layer.type not in feeds.FED_LAYERS]
-    return list(zip(computing, module.layers, strict=True))
-
-
 def _forward_layers(steps, feeds, clock, elapsed):
     """One forward pass, layer by layer, each layer on detached bottoms so it can be
     differentiated alone; returns [(layer, module, bottoms, tops)]."""
@@ -133,7 +127,10 @@ def _backward_layers(passes, seeds, clock, elapsed):
     for layer, module, bottoms, tops in reversed(passes):
         flowing = [(top, gradients[name]) for name, top in zip(layer.top, tops)
                    if name in gradients and top.requires_grad]
-        wrt = [bottom for bottom in bottoms if bottom.requires_grad] + \
+        # the bottoms that take a gradient (fed ones do not), in order
+        learning = [(name, bottom) for name, bottom in zip(layer.bottom, bottoms)
+                    if bottom.requires_grad]
+        wrt = [bottom for _, bottom in learning] + \
               [blob for blob in module.blobs() if blob.requires_grad]
         if not flowing or not wrt:
             continue
@@ -142,8 +139,8 @@ def _backward_layers(passes, seeds, clock, elapsed):
                                       wrt, [gradient for _, gradient in flowing],
                                       allow_unused=True)
         elapsed[layer.name][1] += clock.now() - started
-        for name, bottom, gradient in zip(layer.bottom, bottoms, results):
-            if not bottom.requires_grad or gradient is None:
+        for (name, _), gradient in zip(learning, results):
+            if gradient is None:
                 continue
             in_place = name in layer.top
             gradients[name] = gradient if in_place or name not in gradients \
@@ -168,7 +165,7 @@ def time_net(net_param, source, iterations=50, batch=None, device="cpu", input_s
     module = builder.Net(net_param, "TRAIN", source, generator, input_shapes=shapes).to(device)
     feeds = {name: torch.rand(shape, generator=generator).to(device)
              for name, shape in shapes.items()}
-    steps = _steps(module)
+    steps = module.layer_modules()
     clock = _Clock(device)
     elapsed = {layer.name: [0.0, 0.0] for layer, _ in steps}
     whole = 0.0

@@ -39,6 +39,17 @@ def save_initial_model(path, net_file=FSRCNN_NET, seed=0, edit=None, net_text=No
     return Path(path)
 
 
+def run_as_predict(model, plane, forward):
+    """Another runtime's output for a plane, fed and cropped as runner/infer/tiles.py feeds our
+    net: `forward` maps a 1 x 1 x H x W float32 array to the net's output array."""
+    if model.upsamples_first:
+        plane = matlab.imresize(plane, model.scale)
+    plane = np.pad(np.asarray(plane, np.float32), model.geometry.padding, mode="edge")
+    output = forward(plane[None, None])[0, 0]
+    crop = model.geometry.crop
+    return output[crop:output.shape[0] - crop, crop:output.shape[1] - crop] if crop else output
+
+
 def stronger_deconvolution(blobs):
     """Random weights whose output spans about the 0..1 pixel range (not ~0), so tiling errors
     would show."""

@@ -14,7 +14,7 @@ from runner.config import caffe_proto, schema
 from runner.files import caffe_model, snapshot
 from runner.imaging import datasets, matlab
 from runner.infer import deploy, tiles
-from sr_models import FSRCNN_NET, ROOT, save_initial_model
+from sr_models import FSRCNN_NET, ROOT, run_as_predict, save_initial_model
 
 BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
 FSRCNN_S_NET = ROOT / "configs" / "fsrcnn_s_net.yaml"
@@ -52,17 +52,18 @@ def export_model(folder, net_file=FSRCNN_NET, net_text=None, name="fsrcnn"):
     return model_path, prototxt, caffemodel
 
 
+def opencv_forward(opencv_net):
+    """An OpenCV dnn Net as a function from its input array to its output array."""
+    def forward(blob):
+        opencv_net.setInput(blob)
+        return opencv_net.forward()
+    return forward
+
+
 def opencv_output(prototxt, caffemodel, model, plane):
     """OpenCV's Caffe importer on the plane, fed and cropped as runner/infer/tiles.py feeds our net."""
-    if model.upsamples_first:
-        plane = matlab.imresize(plane, model.scale).astype(np.float32)
-    geometry = model.geometry
-    plane = np.pad(plane, geometry.padding, mode="edge")
-    opencv_net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
-    opencv_net.setInput(plane[None, None])
-    output = opencv_net.forward()[0, 0]
-    crop = geometry.crop
-    return output[crop:output.shape[0] - crop, crop:output.shape[1] - crop] if crop else output
+    return run_as_predict(model, plane,
+                          opencv_forward(cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))))
 
 
 # --------------------------------------------------------------------------- OpenCV
@@ -238,12 +239,12 @@ def test_damaged_caffemodel_is_one_error_line(tmp_path, exported, capfd, damage,
 
 def test_prototxt_with_an_unsupported_layer_is_one_error_line(tmp_path, exported, capfd):
     prototxt, caffemodel, _ = exported
-    text = prototxt.read_text().replace('type: "PReLU"', 'type: "Pooling"', 1)
+    text = prototxt.read_text().replace('type: "PReLU"', 'type: "LRN"', 1)
     bad = bad_pair(tmp_path, text, caffemodel.read_bytes())
     assert_one_line_error(run_main(capfd, "inspect", bad), "bad.prototxt",
-                          "'Pooling' is not one of")
+                          "'LRN' is not one of")
     assert_one_line_error(run_main(capfd, "export", bad, "--out", tmp_path / "out"),
-                          "bad.prototxt", "'Pooling' is not one of")
+                          "bad.prototxt", "'LRN' is not one of")
     assert not (tmp_path / "out").exists()
 
 

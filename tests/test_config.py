@@ -109,9 +109,22 @@ def test_bad_prototxt_solver_gives_one_line(text, message):
     assert str(raised.value).startswith("s.prototxt: ") and message in str(raised.value)
 
 
-def test_unknown_layer_type_is_named():
-    text = 'layer { name: "pool" type: "Pooling" }'
-    with pytest.raises(UserError, match="layer\\[0\\].type: 'Pooling' is not one of"):
+@pytest.mark.parametrize("text, source", [
+    ('layer { name: "norm" type: "LRN" lrn_param { local_size: 5 } }', "n.prototxt"),
+    ("layer: [{name: norm, lrn_param: {local_size: 5}, type: LRN}]", "n.yaml"),
+])
+def test_unsupported_layer_type_is_named_before_its_parameters(text, source):
+    # the type is reported (with the supported ones), not `unknown key 'lrn_param'`
+    with pytest.raises(UserError) as raised:
+        loading.parse_config(schema.NetParameter, text, source)
+    message = str(raised.value)
+    assert "layer[0].type: 'LRN' is not one of" in message, message
+    assert "Eltwise" in message and "BatchNorm" in message and "lrn_param" not in message
+
+
+def test_an_unknown_key_of_a_supported_layer_is_still_named():
+    text = 'layer { name: "pool" type: "Pooling" pooling_param { kernel: 2 } }'
+    with pytest.raises(UserError, match="PoolingParameter: unknown key 'kernel'"):
         loading.parse_config(schema.NetParameter, text, "n.prototxt")
 
 

@@ -403,6 +403,27 @@ def test_xavier_uniform_and_gaussian_ranges():
     assert torch.all(filled((3, 4)) == 0)                  # Caffe's default: constant 0
 
 
+def test_xavier_variance_norm_average():
+    weights = filled((256, 64, 3, 3), type="xavier", variance_norm="AVERAGE")
+    bound = math.sqrt(3 / ((64 * 9 + 256 * 9) / 2))
+    assert weights.abs().max().item() == pytest.approx(bound, rel=0.01)
+
+
+def test_sparse_gaussian_keeps_about_sparse_inputs_per_output():
+    # Caffe: each value kept with probability sparse / shape[0] (an InnerProduct's outputs)
+    weights = filled((20, 5_000), type="gaussian", std=1.0, sparse=4)
+    kept = (weights != 0).double().mean().item()
+    assert kept == pytest.approx(4 / 20, abs=0.01)
+    assert weights[weights != 0].std().item() == pytest.approx(1, rel=0.03)
+    assert torch.all(filled((3, 4), type="gaussian", sparse=0) == 0)
+
+
+def test_positive_unitball_rows_are_positive_and_sum_to_one():
+    weights = filled((6, 3, 4, 4), type="positive_unitball")
+    assert torch.all(weights > 0)
+    torch.testing.assert_close(weights.reshape(6, -1).sum(1), torch.ones(6))
+
+
 def test_fillers_are_deterministic_given_the_generator():
     assert torch.equal(filled((50,), 3, type="gaussian"), filled((50,), 3, type="gaussian"))
     assert not torch.equal(filled((50,), 3, type="gaussian"), filled((50,), 4, type="gaussian"))

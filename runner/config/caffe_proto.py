@@ -13,16 +13,31 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from runner.config import schema
-from runner.errors import UserError, did_you_mean
+from runner.errors import UserError
 
 PACKAGE = "caffe"
 MESSAGES = (schema.BlobShape, schema.BlobProto, schema.FillerParameter, schema.NetStateRule,
             schema.ParamSpec, schema.ConvolutionParameter, schema.HDF5DataParameter,
             schema.InputParameter, schema.PReLUParameter, schema.ReLUParameter,
-            schema.LayerParameter, schema.NetParameter, schema.SolverParameter)
-# Caffe nests these enums in the message that uses them; Phase stands alone.
+            schema.PoolingParameter, schema.InnerProductParameter, schema.ELUParameter,
+            schema.PowerParameter, schema.ExpParameter, schema.LogParameter,
+            schema.ThresholdParameter, schema.DropoutParameter, schema.ScaleParameter,
+            schema.BiasParameter, schema.BatchNormParameter, schema.EltwiseParameter,
+            schema.ConcatParameter, schema.SliceParameter, schema.CropParameter,
+            schema.ReshapeParameter, schema.FlattenParameter, schema.ReductionParameter,
+            schema.PixelShuffleParameter, schema.LayerParameter, schema.V1LayerParameter,
+            schema.NetParameter, schema.SolverParameter)
+# Caffe nests these enums in the message that uses them; Phase stands alone. (V1LayerParameter
+# has a DimCheckMode of its own in caffe.proto, with the same values: it uses ParamSpec's here.)
 ENUM_OWNERS = {schema.VARIANCE_NORM: schema.FillerParameter,
-               schema.SOLVER_MODE: schema.SolverParameter}
+               schema.DIM_CHECK_MODE: schema.ParamSpec,
+               schema.POOL_METHOD: schema.PoolingParameter,
+               schema.ROUND_MODE: schema.PoolingParameter,
+               schema.ELTWISE_OP: schema.EltwiseParameter,
+               schema.REDUCTION_OP: schema.ReductionParameter,
+               schema.SOLVER_MODE: schema.SolverParameter,
+               schema.V1_LAYER_TYPE: schema.V1LayerParameter,
+               schema.SOLVER_TYPE_ENUM: schema.SolverParameter}
 FIELD_TYPE = descriptor_pb2.FieldDescriptorProto
 SCALAR_PROTO_TYPES = {"string": FIELD_TYPE.TYPE_STRING, "bool": FIELD_TYPE.TYPE_BOOL,
                       "float": FIELD_TYPE.TYPE_FLOAT, "double": FIELD_TYPE.TYPE_DOUBLE,
@@ -37,7 +52,7 @@ def _enum_full_name(enum):
 
 def _add_enum(container, enum):
     enum_proto = container.enum_type.add(name=enum.name)
-    for number, value in enumerate(enum.values):
+    for number, value in enum.value_numbers():
         enum_proto.value.add(name=value, number=number)
 
 
@@ -152,14 +167,27 @@ def _fill(message, instance):
 _UNKNOWN_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
 
 
-def parse_text(message_class, text, source):
-    """Parse Caffe prototxt text into a validated schema instance."""
+def text_to_mapping(message_class, text, source):
+    """Caffe prototxt text as plain data (the fields it sets), ready for `schema.from_mapping`.
+    A key we do not know is reported after the values of the keys we know are checked: a layer
+    of an unsupported type (whose parameters are unknown keys here) is reported by its type."""
     message = message_type(message_class)()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
+        lenient = message_type(message_class)()
+        try:
+            text_format.Parse(text, lenient, allow_unknown_field=True)
+        except text_format.ParseError:
+            raise UserError(source, _describe_parse_error(error)) from None
+        schema.from_mapping(message_class, to_mapping(lenient), source)
         raise UserError(source, _describe_parse_error(error)) from None
-    return schema.from_mapping(message_class, to_mapping(message), source)
+    return to_mapping(message)
+
+
+def parse_text(message_class, text, source):
+    """Parse Caffe prototxt text into a validated schema instance."""
+    return schema.from_mapping(message_class, text_to_mapping(message_class, text, source), source)
 
 
 def _describe_parse_error(error):
@@ -167,9 +195,7 @@ def _describe_parse_error(error):
     unknown = _UNKNOWN_FIELD.search(str(error))
     if unknown:
         owner = getattr(schema, unknown.group(1))
-        name = unknown.group(2)
-        declared = [key.name for key in schema.keys(owner)]
-        return f"{position}{owner.__name__}: unknown key {name!r}{did_you_mean(name, declared)}"
+        return f"{position}{owner.__name__}: {schema.unknown_key(owner, unknown.group(2))}"
     detail = re.sub(r"^\d+:\d+ : ", "", str(error))
     return f"{position}{detail}"
 
@@ -204,7 +230,7 @@ _TYPE_NAMES = {number: name for name, number in SCALAR_PROTO_TYPES.items()}
 
 def _field_line(field):
     label = "repeated" if field.label == FIELD_TYPE.LABEL_REPEATED else "optional"
-    type_name = (field.type_name.rsplit(".", 1)[-1] if field.type_name
+    type_name = (field.type_name.removeprefix(f".{PACKAGE}.") if field.type_name
                  else _TYPE_NAMES[field.type])
     options = []
     if field.HasField("default_value"):

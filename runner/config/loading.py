@@ -1,12 +1,14 @@
-"""Read net, solver and prep files (YAML, or Caffe prototxt text) into validated schema objects."""
+"""Read net, solver and prep files (YAML, or Caffe prototxt text) into validated schema objects,
+legacy forms upgraded on the way (runner/config/upgrade.py)."""
 import os
 import stat
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from runner.config import caffe_proto, memory, schema
+from runner.config import caffe_proto, memory, schema, text, upgrade
 from runner.errors import UserError
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -38,12 +40,15 @@ def read_bytes(path, what, limit):
     return data
 
 
+def is_yaml(source):
+    return Path(source).suffix.lower() in YAML_SUFFIXES
+
+
 def read_text(path, what="config file"):
-    """A text file's contents (a config file, or another `what`): read_bytes, then UTF-8."""
-    try:
-        return read_bytes(path, what, MAX_CONFIG_BYTES).decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(path, "not a text file") from None
+    """A text file's contents (a config file, or another `what`): read_bytes, then UTF-8
+    except in comments, which may hold other bytes (runner/config/text.py)."""
+    return text.decode(read_bytes(path, what, MAX_CONFIG_BYTES), path,
+                       yaml_rules=is_yaml(path))
 
 
 MERGE_TAG = "tag:yaml.org,2002:merge"     # `<<: *defaults`, whose keys a mapping may override
@@ -65,16 +70,16 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def parse_config(message_class, text, source):
-    """Validate config text into `message_class`; the format follows the file name's suffix."""
+def _plain_data(message_class, config_text, source):
+    """The keys and values config text holds; the format follows the file name's suffix."""
     suffix = Path(source).suffix.lower()
     if suffix in PROTOTXT_SUFFIXES:
-        return caffe_proto.parse_text(message_class, text, source)
+        return caffe_proto.text_to_mapping(message_class, config_text, source)
     if suffix not in YAML_SUFFIXES:
         raise UserError(source, f"unknown config format {suffix!r}: use "
                         f"{', '.join(YAML_SUFFIXES + PROTOTXT_SUFFIXES)}")
     try:
-        mapping = yaml.load(text, Loader=UniqueKeyLoader)
+        return yaml.load(config_text, Loader=UniqueKeyLoader)
     except RecursionError:
         raise UserError(source, "invalid YAML: nested too deeply") from None
     except yaml.YAMLError as error:
@@ -82,7 +87,24 @@ def parse_config(message_class, text, source):
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise UserError(source, f"{where}invalid YAML: {problem}") from None
-    return schema.from_mapping(message_class, mapping, source)
+
+
+def parse_upgraded(message_class, config_text, source):
+    """(config text validated into `message_class` with its legacy forms upgraded, a note for
+    each upgrade made)."""
+    mapping, notes = upgrade.upgrade(message_class,
+                                     _plain_data(message_class, config_text, source), source)
+    return schema.from_mapping(message_class, mapping, source), notes
+
+
+def parse_config(message_class, config_text, source):
+    """Validate config text into `message_class`; a file in a legacy form is upgraded and one
+    line on stderr says how (as Caffe logs it)."""
+    config, notes = parse_upgraded(message_class, config_text, source)
+    if notes:
+        print(f"{source}: upgraded from Caffe's legacy syntax: {'; '.join(notes)} (`runner "
+              f"upgrade {source}` writes the current form)", file=sys.stderr)
+    return config
 
 
 def load(message_class, path):
@@ -117,9 +139,14 @@ def solver_setup_from_texts(solver_source, solver_text, net_texts):
     """Build a SolverSetup from texts; `net_texts` maps each net path named by the solver to
     its text (what a solverstate stores, so a resume needs no file but the snapshot)."""
     solver = parse_config(schema.SolverParameter, solver_text, solver_source)
+    return _solver_setup(solver, solver_source, solver_text, net_texts)
+
+
+def _solver_setup(solver, solver_source, solver_text, net_texts):
     check_solver(solver, solver_source)
     train_name, test_names = _net_names(solver, solver_source)
-    nets = {name: parse_config(schema.NetParameter, text, name) for name, text in net_texts}
+    nets = {name: parse_config(schema.NetParameter, net_text, name)
+            for name, net_text in net_texts}
     missing = [name for name in (train_name, *test_names) if name not in nets]
     if missing:
         raise UserError(solver_source, f"net file {missing[0]!r} is not available")
@@ -150,7 +177,7 @@ def load_solver(path):
     net_texts = []
     for name in dict.fromkeys((names[0], *names[1])):
         net_texts.append((name, read_text(resolve(name, path))))
-    return solver_setup_from_texts(str(path), solver_text, net_texts)
+    return _solver_setup(solver, str(path), solver_text, net_texts)
 
 
 def check_solver(solver, source):

@@ -20,11 +20,23 @@ class ProtoEnum:
 
     name: str
     values: tuple
+    numbers: tuple = ()   # each value's number where they are not 0, 1, 2, ... (V1's LayerType,
+                          # ReductionOp)
+
+    def value_numbers(self):
+        """(number, value) of every value, as caffe.proto numbers them."""
+        return tuple(zip(self.numbers or range(len(self.values)), self.values))
 
 
 PHASE = ProtoEnum("Phase", ("TRAIN", "TEST"))
 VARIANCE_NORM = ProtoEnum("VarianceNorm", ("FAN_IN", "FAN_OUT", "AVERAGE"))
+DIM_CHECK_MODE = ProtoEnum("DimCheckMode", ("STRICT", "PERMISSIVE"))
+POOL_METHOD = ProtoEnum("PoolMethod", ("MAX", "AVE", "STOCHASTIC"))
+ROUND_MODE = ProtoEnum("RoundMode", ("CEIL", "FLOOR"))
+ELTWISE_OP = ProtoEnum("EltwiseOp", ("PROD", "SUM", "MAX"))
+REDUCTION_OP = ProtoEnum("ReductionOp", ("SUM", "ASUM", "SUMSQ", "MEAN"), numbers=(1, 2, 3, 4))
 SOLVER_MODE = ProtoEnum("SolverMode", ("CPU", "GPU"))
+DIM_CHECK_MODE = ProtoEnum("DimCheckMode", ("STRICT", "PERMISSIVE"))
 
 # proto scalar type -> the Python type a config value must have
 SCALAR_TYPES = {"string": str, "bool": bool, "float": float, "double": float,
@@ -36,17 +48,19 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def option(number, kind, doc, default=None, *, repeated=False, choices=(), minimum=None,
-           packed=False, allocates=False):
+           packed=False, checked_first=False, allocates=False):
     """Declare one key: Caffe field number, proto type (or enum/message class), one-line meaning.
 
     `default` is Caffe's default; None means "not set" (proto2 has_field false).
     `choices` restricts a string's values; `minimum` bounds a number from below.
+    `checked_first`: validated before the message's other keys (a layer's type, so that an
+    unsupported type is reported as such, not as an unknown key of its parameters).
     `allocates`: the net holds at least this many float32 values because of the key alone
     (channels, samples), so a value whose floats exceed the machine's memory is refused here.
     """
     metadata = {"number": number, "kind": kind, "doc": doc, "repeated": repeated,
                 "choices": tuple(choices), "minimum": minimum, "packed": packed,
-                "allocates": allocates}
+                "checked_first": checked_first, "allocates": allocates}
     if repeated:
         items = tuple(default or ())
         return field(default_factory=lambda: list(items), metadata=metadata)
@@ -79,7 +93,8 @@ class BlobProto:
     width: int = option(4, "int32", "legacy 4-D shape: W", 0)
 
 
-FILLER_TYPES = ("constant", "gaussian", "msra", "xavier", "uniform", "bilinear")
+FILLER_TYPES = ("constant", "gaussian", "msra", "xavier", "uniform", "bilinear",
+                "positive_unitball")
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,8 @@ class FillerParameter:
     max: float = option(4, "float", "uniform: upper bound", 1.0)
     mean: float = option(5, "float", "gaussian: mean", 0.0)
     std: float = option(6, "float", "gaussian: standard deviation", 1.0)
+    sparse: int = option(7, "int32", "gaussian: expected non-zero inputs per output (the rest "
+                         "zeroed); -1: dense", -1)
     variance_norm: str = option(8, VARIANCE_NORM, "xavier/msra: normalise by fan_in, fan_out or "
                                 "their average", "FAN_IN")
 
@@ -101,6 +118,10 @@ class NetStateRule:
 
 @dataclass(frozen=True)
 class ParamSpec:
+    name: str = option(1, "string", "share this blob with every other blob of the same name "
+                       "(the first layer that names it owns it)")
+    share_mode: str = option(2, DIM_CHECK_MODE, "STRICT: a shared blob must have the owner's "
+                             "shape; PERMISSIVE: only its number of values")
     lr_mult: float = option(3, "float", "multiplier on the solver's learning rate for this blob",
                             1.0)
     decay_mult: float = option(4, "float", "multiplier on the solver's weight_decay for this "
@@ -124,6 +145,12 @@ class ConvolutionParameter:
     bias_filler: FillerParameter = option(8, FillerParameter, "initial biases")
     dilation: list = option(18, "uint32", "kernel dilation (one value, or H and W)",
                             repeated=True)
+    pad_h: int = option(9, "uint32", "zero padding on top and bottom (instead of pad)", 0)
+    pad_w: int = option(10, "uint32", "zero padding on left and right (instead of pad)", 0)
+    kernel_h: int = option(11, "uint32", "kernel height (with kernel_w, instead of kernel_size)")
+    kernel_w: int = option(12, "uint32", "kernel width (with kernel_h, instead of kernel_size)")
+    stride_h: int = option(13, "uint32", "vertical stride (with stride_w, instead of stride)")
+    stride_w: int = option(14, "uint32", "horizontal stride (with stride_h, instead of stride)")
 
 
 @dataclass(frozen=True)
@@ -152,16 +179,174 @@ class ReLUParameter:
     negative_slope: float = option(1, "float", "slope for negative inputs (leaky ReLU)", 0.0)
 
 
-LAYER_TYPES = ("HDF5Data", "Input", "Convolution", "Deconvolution", "PReLU", "ReLU",
-               "EuclideanLoss")
+@dataclass(frozen=True)
+class PoolingParameter:
+    pool: str = option(1, POOL_METHOD, "MAX or AVE (STOCHASTIC is not supported)", "MAX")
+    kernel_size: int = option(2, "uint32", "window side (or kernel_h and kernel_w)")
+    stride: int = option(3, "uint32", "window step (or stride_h and stride_w)", 1)
+    pad: int = option(4, "uint32", "implicit padding on each side (or pad_h and pad_w)", 0)
+    kernel_h: int = option(5, "uint32", "window height")
+    kernel_w: int = option(6, "uint32", "window width")
+    stride_h: int = option(7, "uint32", "vertical step")
+    stride_w: int = option(8, "uint32", "horizontal step")
+    pad_h: int = option(9, "uint32", "padding on top and bottom", 0)
+    pad_w: int = option(10, "uint32", "padding on left and right", 0)
+    global_pooling: bool = option(12, "bool", "pool over the whole height and width", False)
+    round_mode: str = option(13, ROUND_MODE, "output size rounding: CEIL (Caffe's rule, the "
+                             "last window may hang over the edge) or FLOOR", "CEIL")
+
+
+@dataclass(frozen=True)
+class InnerProductParameter:
+    num_output: int = option(1, "uint32", "number of outputs", minimum=1)
+    bias_term: bool = option(2, "bool", "whether to add a learned bias", True)
+    weight_filler: FillerParameter = option(3, FillerParameter, "initial weights")
+    bias_filler: FillerParameter = option(4, FillerParameter, "initial biases")
+    axis: int = option(5, "int32", "first axis flattened into each input vector (negative: "
+                       "from the end)", 1)
+    transpose: bool = option(6, "bool", "weights stored (inputs, outputs) instead of "
+                             "(outputs, inputs)", False)
+
+
+@dataclass(frozen=True)
+class ELUParameter:
+    alpha: float = option(1, "float", "x < 0: alpha * (exp(x) - 1)", 1.0)
+
+
+@dataclass(frozen=True)
+class PowerParameter:
+    power: float = option(1, "float", "y = (shift + scale * x) ^ power", 1.0)
+    scale: float = option(2, "float", "multiplier of x", 1.0)
+    shift: float = option(3, "float", "added to scale * x", 0.0)
+
+
+@dataclass(frozen=True)
+class ExpParameter:
+    base: float = option(1, "float", "y = base ^ (shift + scale * x); -1: e", -1.0)
+    scale: float = option(2, "float", "multiplier of x", 1.0)
+    shift: float = option(3, "float", "added to scale * x", 0.0)
+
+
+@dataclass(frozen=True)
+class LogParameter:
+    base: float = option(1, "float", "y = log_base(shift + scale * x); -1: e", -1.0)
+    scale: float = option(2, "float", "multiplier of x", 1.0)
+    shift: float = option(3, "float", "added to scale * x", 0.0)
+
+
+@dataclass(frozen=True)
+class ThresholdParameter:
+    threshold: float = option(1, "float", "y = 1 where x > threshold, else 0", 0.0)
+
+
+@dataclass(frozen=True)
+class DropoutParameter:
+    dropout_ratio: float = option(1, "float", "TRAIN: share of values zeroed (the rest scaled "
+                                  "by 1 / (1 - ratio)); TEST: identity", 0.5)
+
+
+@dataclass(frozen=True)
+class ScaleParameter:
+    axis: int = option(1, "int32", "first axis of the bottom the scale spans (negative: from "
+                       "the end)", 1)
+    num_axes: int = option(2, "int32", "axes the learned scale spans (-1: all from axis on, 0: "
+                           "a scalar); ignored with a second bottom", 1)
+    filler: FillerParameter = option(3, FillerParameter, "initial scale (default: constant 1)")
+    bias_term: bool = option(4, "bool", "also add a learned bias of the scale's shape", False)
+    bias_filler: FillerParameter = option(5, FillerParameter, "initial bias")
+
+
+@dataclass(frozen=True)
+class BiasParameter:
+    axis: int = option(1, "int32", "first axis of the bottom the bias spans (negative: from "
+                       "the end)", 1)
+    num_axes: int = option(2, "int32", "axes the learned bias spans (-1: all from axis on, 0: "
+                           "a scalar); ignored with a second bottom", 1)
+    filler: FillerParameter = option(3, FillerParameter, "initial bias")
+
+
+@dataclass(frozen=True)
+class BatchNormParameter:
+    use_global_stats: bool = option(1, "bool", "normalise by the stored statistics instead of "
+                                    "the batch's (default: false in TRAIN, true in TEST)")
+    moving_average_fraction: float = option(2, "float", "decay of the stored statistics per "
+                                            "TRAIN pass", 0.999)
+    eps: float = option(3, "float", "added to the variance", 1e-5)
+
+
+@dataclass(frozen=True)
+class EltwiseParameter:
+    operation: str = option(1, ELTWISE_OP, "PROD, SUM or MAX of the bottoms", "SUM")
+    coeff: list = option(2, "float", "SUM: one coefficient per bottom (default: all 1)",
+                         repeated=True)
+    stable_prod_grad: bool = option(3, "bool", "PROD: gradient by products of the other "
+                                    "bottoms (the only way here; false is accepted)", True)
+
+
+@dataclass(frozen=True)
+class ConcatParameter:
+    concat_dim: int = option(1, "uint32", "deprecated: the axis (use axis)")
+    axis: int = option(2, "int32", "axis the bottoms are joined along (negative: from the end)",
+                       1)
+
+
+@dataclass(frozen=True)
+class SliceParameter:
+    slice_dim: int = option(1, "uint32", "deprecated: the axis (use axis)")
+    slice_point: list = option(2, "uint32", "indices where the axis is cut (default: equal "
+                               "parts, one per top)", repeated=True)
+    axis: int = option(3, "int32", "axis that is cut (negative: from the end)", 1)
+
+
+@dataclass(frozen=True)
+class CropParameter:
+    axis: int = option(1, "int32", "first axis cropped to the second bottom's size", 2)
+    offset: list = option(2, "uint32", "start of the crop: one for every cropped axis, or one "
+                          "per axis", repeated=True)
+
+
+@dataclass(frozen=True)
+class ReshapeParameter:
+    shape: BlobShape = option(1, BlobShape, "new shape: 0 copies the bottom's axis, -1 is "
+                              "inferred")
+    axis: int = option(2, "int32", "first bottom axis replaced (negative: from the end)", 0)
+    num_axes: int = option(3, "int32", "bottom axes replaced (-1: all from axis on)", -1)
+
+
+@dataclass(frozen=True)
+class FlattenParameter:
+    axis: int = option(1, "int32", "first axis flattened", 1)
+    end_axis: int = option(2, "int32", "last axis flattened (negative: from the end)", -1)
+
+
+@dataclass(frozen=True)
+class ReductionParameter:
+    operation: str = option(1, REDUCTION_OP, "SUM, ASUM (of absolute values), SUMSQ (of "
+                            "squares) or MEAN", "SUM")
+    axis: int = option(2, "int32", "first axis reduced; all following axes are reduced too", 0)
+    coeff: float = option(3, "float", "multiplier of the result", 1.0)
+
+
+@dataclass(frozen=True)
+class PixelShuffleParameter:
+    upscale_factor: int = option(1, "uint32", "r: (N, C*r*r, H, W) becomes (N, C, H*r, W*r)",
+                                 minimum=1)
+
+
+LAYER_TYPES = ("HDF5Data", "Input", "Convolution", "Deconvolution", "Pooling", "InnerProduct",
+               "ReLU", "PReLU", "ELU", "TanH", "Sigmoid", "AbsVal", "Power", "Exp", "Log",
+               "BNLL", "Threshold", "Dropout", "BatchNorm", "Scale", "Bias", "Eltwise",
+               "Concat", "Split", "Slice", "Crop", "Reshape", "Flatten", "Silence",
+               "Reduction", "PixelShuffle", "EuclideanLoss")
 
 
 @dataclass(frozen=True)
 class LayerParameter:
     name: str = option(1, "string", "the layer's name (weights are matched by it)", "")
-    type: str = option(2, "string", "the layer type", choices=LAYER_TYPES)
+    type: str = option(2, "string", "the layer type", choices=LAYER_TYPES, checked_first=True)
     bottom: list = option(3, "string", "names of the input blobs", repeated=True)
     top: list = option(4, "string", "names of the output blobs", repeated=True)
+    phase: str = option(10, PHASE, "the phase the layer computes in (default: its net's)")
     loss_weight: list = option(5, "float", "weight of each top in the objective (loss layers: 1)",
                                repeated=True)
     param: list = option(6, ParamSpec, "lr_mult/decay_mult per parameter blob (weights, then "
@@ -172,12 +357,111 @@ class LayerParameter:
                            repeated=True)
     exclude: list = option(9, NetStateRule, "exclude the layer when a rule matches",
                            repeated=True)
+    concat_param: ConcatParameter = option(104, ConcatParameter, "Concat settings")
     convolution_param: ConvolutionParameter = option(106, ConvolutionParameter,
                                                      "Convolution/Deconvolution settings")
+    dropout_param: DropoutParameter = option(108, DropoutParameter, "Dropout settings")
+    eltwise_param: EltwiseParameter = option(110, EltwiseParameter, "Eltwise settings")
+    exp_param: ExpParameter = option(111, ExpParameter, "Exp settings")
     hdf5_data_param: HDF5DataParameter = option(112, HDF5DataParameter, "HDF5Data settings")
+    inner_product_param: InnerProductParameter = option(117, InnerProductParameter,
+                                                        "InnerProduct settings")
+    pooling_param: PoolingParameter = option(121, PoolingParameter, "Pooling settings")
+    power_param: PowerParameter = option(122, PowerParameter, "Power settings")
     relu_param: ReLUParameter = option(123, ReLUParameter, "ReLU settings")
+    slice_param: SliceParameter = option(126, SliceParameter, "Slice settings")
+    threshold_param: ThresholdParameter = option(128, ThresholdParameter, "Threshold settings")
     prelu_param: PReLUParameter = option(131, PReLUParameter, "PReLU settings")
+    reshape_param: ReshapeParameter = option(133, ReshapeParameter, "Reshape settings")
+    log_param: LogParameter = option(134, LogParameter, "Log settings")
+    flatten_param: FlattenParameter = option(135, FlattenParameter, "Flatten settings")
+    reduction_param: ReductionParameter = option(136, ReductionParameter, "Reduction settings")
+    batch_norm_param: BatchNormParameter = option(139, BatchNormParameter, "BatchNorm settings")
+    elu_param: ELUParameter = option(140, ELUParameter, "ELU settings")
+    bias_param: BiasParameter = option(141, BiasParameter, "Bias settings")
+    scale_param: ScaleParameter = option(142, ScaleParameter, "Scale settings")
     input_param: InputParameter = option(143, InputParameter, "Input settings")
+    crop_param: CropParameter = option(144, CropParameter, "Crop settings")
+    pixel_shuffle_param: PixelShuffleParameter = option(
+        1001, PixelShuffleParameter, "srcaffe's PixelShuffle settings (not Caffe's)")
+
+
+# --------------------------------------------------------------------------- legacy net forms
+# Read so that old files load; runner/config/upgrade.py turns them into the current form, and
+# nothing downstream sees them.
+
+# Caffe's V1LayerParameter.LayerType: each enum value, its number in caffe.proto, and the layer
+# type Caffe's UpgradeV1LayerType names it (types srcaffe does not build are refused by that
+# name, as current files naming them are). V1 had no PReLU.
+V1_LAYER_TYPES = {
+    "NONE": (0, None), "ABSVAL": (35, "AbsVal"), "ACCURACY": (1, "Accuracy"),
+    "ARGMAX": (30, "ArgMax"), "BNLL": (2, "BNLL"), "CONCAT": (3, "Concat"),
+    "CONTRASTIVE_LOSS": (37, "ContrastiveLoss"), "CONVOLUTION": (4, "Convolution"),
+    "DATA": (5, "Data"), "DECONVOLUTION": (39, "Deconvolution"), "DROPOUT": (6, "Dropout"),
+    "DUMMY_DATA": (32, "DummyData"), "EUCLIDEAN_LOSS": (7, "EuclideanLoss"),
+    "ELTWISE": (25, "Eltwise"), "EXP": (38, "Exp"), "FLATTEN": (8, "Flatten"),
+    "HDF5_DATA": (9, "HDF5Data"), "HDF5_OUTPUT": (10, "HDF5Output"),
+    "HINGE_LOSS": (28, "HingeLoss"), "IM2COL": (11, "Im2col"), "IMAGE_DATA": (12, "ImageData"),
+    "INFOGAIN_LOSS": (13, "InfogainLoss"), "INNER_PRODUCT": (14, "InnerProduct"),
+    "LRN": (15, "LRN"), "MEMORY_DATA": (29, "MemoryData"),
+    "MULTINOMIAL_LOGISTIC_LOSS": (16, "MultinomialLogisticLoss"), "MVN": (34, "MVN"),
+    "POOLING": (17, "Pooling"), "POWER": (26, "Power"), "RELU": (18, "ReLU"),
+    "SIGMOID": (19, "Sigmoid"), "SIGMOID_CROSS_ENTROPY_LOSS": (27, "SigmoidCrossEntropyLoss"),
+    "SILENCE": (36, "Silence"), "SOFTMAX": (20, "Softmax"), "SOFTMAX_LOSS": (21, "SoftmaxWithLoss"),
+    "SPLIT": (22, "Split"), "SLICE": (33, "Slice"), "TANH": (23, "TanH"),
+    "WINDOW_DATA": (24, "WindowData"), "THRESHOLD": (31, "Threshold"),
+}
+V1_LAYER_TYPE = ProtoEnum("LayerType", tuple(V1_LAYER_TYPES),
+                          tuple(number for number, _ in V1_LAYER_TYPES.values()))
+# V1LayerParameter's per-type parameter fields and their numbers in caffe.proto. They hold the
+# same messages as LayerParameter's fields of the same names: each one LayerParameter declares
+# is declared in V1LayerParameter too (at its V1 number), the others name a layer type srcaffe
+# does not build.
+V1_LAYER_PARAMS = {
+    "accuracy_param": 27, "argmax_param": 23, "concat_param": 9, "contrastive_loss_param": 40,
+    "convolution_param": 10, "data_param": 11, "dropout_param": 12, "dummy_data_param": 26,
+    "eltwise_param": 24, "exp_param": 41, "hdf5_data_param": 13, "hdf5_output_param": 14,
+    "hinge_loss_param": 29, "image_data_param": 15, "infogain_loss_param": 16,
+    "inner_product_param": 17, "lrn_param": 18, "memory_data_param": 22, "mvn_param": 34,
+    "pooling_param": 19, "power_param": 21, "relu_param": 30, "sigmoid_param": 38,
+    "softmax_param": 39, "slice_param": 31, "tanh_param": 37, "threshold_param": 25,
+    "window_data_param": 20, "transform_param": 36, "loss_param": 42,
+}
+
+
+def _v1_layer_parameter():
+    """Caffe's V1LayerParameter (the `layers` entries of nets written before 2015): the fields
+    below, and each of LayerParameter's per-type parameters that V1 had, at V1's number."""
+    own = {
+        "name": option(4, "string", "the layer's name", ""),
+        "type": option(5, V1_LAYER_TYPE, "the layer type, as an enum (CONVOLUTION, RELU, ...)"),
+        "bottom": option(2, "string", "names of the input blobs", repeated=True),
+        "top": option(3, "string", "names of the output blobs", repeated=True),
+        "include": option(32, NetStateRule, "include the layer only when a rule matches",
+                          repeated=True),
+        "exclude": option(33, NetStateRule, "exclude the layer when a rule matches",
+                          repeated=True),
+        "blobs": option(6, BlobProto, "stored parameter values", repeated=True),
+        "param": option(1001, "string", "each parameter blob's name, for sharing",
+                        repeated=True),
+        "blob_share_mode": option(1002, DIM_CHECK_MODE, "each shared blob's shape check",
+                                  repeated=True),
+        "blobs_lr": option(7, "float", "each parameter blob's lr_mult", repeated=True),
+        "weight_decay": option(8, "float", "each parameter blob's decay_mult", repeated=True),
+        "loss_weight": option(35, "float", "weight of each top in the objective",
+                              repeated=True),
+    }
+    params = {key.name: option(V1_LAYER_PARAMS[key.name], key.metadata["kind"], key.metadata["doc"])
+              for key in keys(LayerParameter) if key.name in V1_LAYER_PARAMS}
+    declared = {**own, **params}
+    message = dataclasses.make_dataclass(
+        "V1LayerParameter", [(name, object, spec) for name, spec in declared.items()],
+        frozen=True)
+    message.__module__ = __name__
+    return message
+
+
+V1LayerParameter = _v1_layer_parameter()
 
 
 @dataclass(frozen=True)
@@ -188,12 +472,17 @@ class NetParameter:
     input_shape: list = option(8, BlobShape, "deprecated: shape of each `input`", repeated=True)
     input_dim: list = option(4, "int64", "deprecated: 4 dims per `input`", repeated=True)
     layer: list = option(100, LayerParameter, "the layers, in order", repeated=True)
+    layers: list = option(2, V1LayerParameter, "deprecated V1 layers (enum types, blobs_lr, "
+                          "weight_decay): upgraded to `layer` on read", repeated=True)
 
 
 # --------------------------------------------------------------------------- solver
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+# Caffe's deprecated SolverParameter.SolverType enum
+SOLVER_TYPE_ENUM = ProtoEnum("SolverType", ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA",
+                                            "ADAM"))
 
 
 @dataclass(frozen=True)
@@ -242,6 +531,8 @@ class SolverParameter:
     rms_decay: float = option(38, "float", "RMSProp: decay of the squared-gradient average",
                               0.99, minimum=0)
     snapshot_after_train: bool = option(28, "bool", "snapshot after the last iteration", True)
+    solver_type: str = option(30, SOLVER_TYPE_ENUM, "deprecated: the update rule as an enum "
+                              "(SGD, NESTEROV, ...), upgraded to `type` on read")
 
 
 # --------------------------------------------------------------------------- prep (YAML only)
@@ -325,6 +616,18 @@ def _check_scalar(value, kind, meta, source, path):
     return value
 
 
+def unknown_key(message_class, name):
+    """What is wrong with a key that `message_class` does not declare: a typo, or a part of a
+    legacy form that is not read."""
+    if message_class is V1LayerParameter and name == "layer":
+        return ("'layer' inside a `layers` entry is Caffe's V0 net format (2013), which is not "
+                "read: upgrade the file with Caffe's upgrade_net_proto_text first")
+    if message_class is V1LayerParameter and name in V1_LAYER_PARAMS:
+        return (f"{name!r} is the parameter of a layer type srcaffe does not build (it builds "
+                f"{', '.join(LAYER_TYPES)})")
+    return f"unknown key {name!r}{did_you_mean(name, [key.name for key in keys(message_class)])}"
+
+
 def from_mapping(message_class, mapping, source, path=""):
     """Validate a plain mapping (from YAML or a parsed prototxt) into `message_class`.
 
@@ -338,10 +641,11 @@ def from_mapping(message_class, mapping, source, path=""):
                         f"{type(mapping).__name__}")
     declared = {key.name: key for key in keys(message_class)}
     values = {}
-    for name, value in mapping.items():
+    first = [name for name in mapping
+             if name in declared and declared[name].metadata["checked_first"]]
+    for name, value in sorted(mapping.items(), key=lambda item: item[0] not in first):
         if name not in declared:
-            raise UserError(source, f"{label}: unknown key {name!r}"
-                            f"{did_you_mean(str(name), declared)}")
+            raise UserError(source, f"{label}: {unknown_key(message_class, str(name))}")
         values[name] = _convert(declared[name], value, source, f"{path}.{name}" if path else name)
     return message_class(**values)
 

@@ -275,24 +275,26 @@ def model_of(state_path, state):
     return model_path
 
 
-def _models(prefix):
-    """(iteration, path) of every `<prefix>_iter_<N>.model`, by iteration."""
+def _snapshots(prefix, suffix=".model"):
+    """(iteration, path) of every `<prefix>_iter_<N><suffix>`, by iteration."""
     prefix = Path(prefix)
     found = []
-    for path in prefix.parent.glob(f"{glob.escape(prefix.name)}_iter_*.model"):
+    for path in prefix.parent.glob(f"{glob.escape(prefix.name)}_iter_*{suffix}"):
         number = path.stem.rsplit("_iter_", 1)[-1]
         if number.isdigit():
             found.append((int(number), path))
     return sorted(found)
 
 
-def newest_snapshot(prefix):
-    """The highest-iteration `<prefix>_iter_<N>.model`, or None."""
-    models = _models(prefix)
-    return models[-1][1] if models else None
+def newest_snapshot(prefix, suffix=".model"):
+    """The highest-iteration `<prefix>_iter_<N><suffix>` (a .model, or a .solverstate), or
+    None."""
+    snapshots = _snapshots(prefix, suffix)
+    return snapshots[-1][1] if snapshots else None
 
 
 def models_without_state(prefix):
     """The `<prefix>_iter_<N>.model` files that have no `.solverstate` beside them (a run
     killed between writing the two), by iteration."""
-    return [path for _, path in _models(prefix) if not path.with_suffix(".solverstate").exists()]
+    return [path for _, path in _snapshots(prefix)
+            if not path.with_suffix(".solverstate").exists()]

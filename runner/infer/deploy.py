@@ -2,7 +2,8 @@
 
 `deploy_net` is Caffe's train_val -> deploy edit as a pure function on a NetParameter: the data
 top of each data layer becomes an `Input` blob of a given shape, the label goes, loss layers go,
-and so does every layer that depends on a removed blob.
+and so does every layer that depends on a removed blob; an input that only loss layers read
+(a deploy file's `label`) goes with them. Nets that branch and join run as they are.
 The result is a NetParameter like any other (a Caffe export writes it as deploy.prototxt).
 
 `load_for_inference` turns a `.model` file (or a `.caffemodel`, runner/files/caffe_model.py) into an
@@ -38,7 +39,8 @@ def deploy_net(net_param, phase="TEST", source="<net>", input_size=DEFAULT_INPUT
                channels=1):
     """The deploy form of one phase of a net: each data layer's first top (Caffe's order: data,
     then label) becomes an Input of shape 1 x channels x H x W; its other tops (the label), loss
-    layers and every layer that depends on a removed blob are dropped. Input layers stay."""
+    layers and every layer that depends on a removed blob are dropped. Input layers stay, with
+    only the tops a kept layer reads."""
     shape = schema.BlobShape(dim=[1, channels, *input_size])
     kept, available = [], set()
     for layer in structure.phase_layers(net_param, phase, source):
@@ -55,12 +57,31 @@ def deploy_net(net_param, phase="TEST", source="<net>", input_size=DEFAULT_INPUT
     if not any(layer.type not in feeds.FED_LAYERS for layer in kept):
         raise UserError(source, "the net has no layer left once data and loss layers are "
                         "removed")
-    return schema.NetParameter(name=net_param.name, layer=kept)
+    read = {bottom for layer in kept for bottom in layer.bottom}
+    kept = [_read_tops_only(layer, read) if layer.type == "Input" else layer for layer in kept]
+    return schema.NetParameter(name=net_param.name,
+                               layer=[layer for layer in kept if layer.top])
+
+
+def _read_tops_only(input_layer, read):
+    """An Input layer with only the tops in `read` (and their shapes)."""
+    shapes = list(input_layer.input_param.shape)
+    keep = [index for index, top in enumerate(input_layer.top) if top in read]
+    if len(shapes) == len(input_layer.top) and len(shapes) > 1:
+        shapes = [shapes[index] for index in keep]
+    return replace(input_layer, top=[input_layer.top[index] for index in keep],
+                   input_param=schema.InputParameter(shape=shapes))
 
 
 def output_blob(deploy_param):
-    """The network's output: the last top of the last layer of a deploy net."""
-    return deploy_param.layer[-1].top[-1]
+    """The network's output: the top written last that no later layer reads."""
+    read = set()
+    for layer in reversed(deploy_param.layer):
+        unread = [top for top in layer.top if top not in read]
+        if unread:
+            return unread[-1]
+        read.update(layer.bottom)
+    raise UserError(deploy_param.name or "<net>", "the net has no output blob")
 
 
 def input_blob(deploy_param, source="<net>"):
@@ -72,26 +93,24 @@ def input_blob(deploy_param, source="<net>"):
     return inputs[0]
 
 
-def receptive_width(deploy_param):
-    """An upper bound, in input pixels, on the width of input that one output pixel depends on:
-    each convolution adds its kernel extent less one (in input pixels at its resolution); a
-    deconvolution adds its kernel extent over its stride, plus one. Stride > 1 convolutions
-    shrink the resolution."""
+def receptive_width(net):
+    """An upper bound, in input pixels, on the width of input that one output pixel depends on,
+    over every layer of a built net that reads a window (whatever branch it is on): a
+    convolution or pooling adds its kernel extent less one (in input pixels at its resolution);
+    an upsampling layer (deconvolution, pixel shuffle) its kernel extent over its stride, plus
+    one. Strides > 1 change the resolution."""
     width, resolution = 0.0, 1.0      # resolution: blob pixels per input pixel
-    for layer in deploy_param.layer:
-        if layer.type not in ("Convolution", "Deconvolution"):
+    for _, module in net.layer_modules():
+        window = module.window()
+        if window is None:
             continue
-        param = layer.convolution_param
-        kernel = max(param.kernel_size)
-        dilation = max(param.dilation) if param.dilation else 1
-        stride = max(param.stride) if param.stride else 1
-        extent = dilation * (kernel - 1) + 1
-        if layer.type == "Convolution":
-            width += (extent - 1) / resolution
-            resolution /= stride
-        else:
+        extent, stride, upsamples = window
+        if upsamples:
             width += ((extent - 1) / stride + 1) / resolution
             resolution *= stride
+        else:
+            width += (extent - 1) / resolution
+            resolution /= stride
     return math.ceil(width)
 
 
@@ -135,7 +154,7 @@ def measure_geometry(deploy_param, module, source, channels=1):
                         "of its input")
     padding = math.ceil(shrink / (2 * growth))
     return Geometry(growth, shrink, padding, (2 * growth * padding - shrink) // 2,
-                    receptive_width(deploy_param) + 1)
+                    receptive_width(module) + 1)
 
 
 @dataclass

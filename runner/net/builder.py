@@ -4,13 +4,19 @@ A `Net` is one phase (TRAIN or TEST) of a net file, built as Caffe's Net::Init b
 kept or dropped by their include/exclude rules, connected by bottom/top blob names in file order
 (a top that repeats its bottom is computed in place), every layer's shapes checked once at build
 time, and every parameter blob filled by its layer's filler from one generator, in layer order,
-so a seed gives the same weights. Data layers (HDF5Data, Input) build no module: their tops are
-fed to `forward` from outside (runner/train/feeder.py in training, runner/net/feeds.py for their
-shapes). Before any weight is allocated, the net is laid out on torch's `meta` device (shapes,
-no memory) and its weights and one batch's activations are checked against the machine's
-memory, so an absurd size is one error line naming the layer and its key.
+so a seed gives the same weights. Blobs named alike by `param { name }` are then shared as
+Caffe's Net::AppendParam shares them: the first layer that names one owns it, the others use
+the owner's blob (same shape, or same count under PERMISSIVE, which is refused here unless the
+shapes agree), so their gradients add up in it; its lr_mult and decay_mult are the value any
+sharer sets (Caffe refuses two different ones; here a value left at the default 1 counts as
+unset). Data layers (HDF5Data, Input) build no module: their tops are fed to `forward` from
+outside (runner/train/feeder.py in training, runner/net/feeds.py for their shapes). Before any
+weight is allocated, the net is laid out on torch's `meta` device (shapes, no memory) and its
+weights and one batch's activations are checked against the machine's memory, so an absurd
+size is one error line naming the layer and its key.
 """
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -53,8 +59,9 @@ class Net(nn.Module):
         self._steps = [(self.layer_params[index], module)
                        for index, module in self._module_at.items()]
         self.loss_names = self._loss_names()
-        self._param_specs = [self._param_specs_of(layer, module) for layer, module in self._steps]
         self._fill(generator)
+        self._learnable = self._share_parameters(
+            [self._param_specs_of(layer, module) for layer, module in self._steps])
 
     # ------------------------------------------------------------------ building
 
@@ -142,10 +149,12 @@ class Net(nn.Module):
             rows.append((layer.name, layer.type, tops, count))
         return rows
 
-    def _check_counts(self, layer, bottoms, tops):
-        for what, wanted, got in (("bottom", bottoms, len(layer.bottom)),
-                                  ("top", tops, len(layer.top))):
-            if wanted != got:
+    def _check_counts(self, layer, layer_class):
+        for what, (fewest, most), got in (("bottom", layer_class.bottom_count, len(layer.bottom)),
+                                          ("top", layer_class.top_count, len(layer.top))):
+            if got < fewest or (most is not None and got > most):
+                wanted = (fewest if fewest == most else f"at least {fewest}" if most is None
+                          else f"{fewest} to {most}")
                 raise self._error(layer, f"takes {wanted} {what}(s), got {got}")
 
     def _bottom_shapes(self, layer, shapes):
@@ -157,9 +166,11 @@ class Net(nn.Module):
 
     def _build(self, layer, bottom_shapes, feeds):
         layer_class = LAYERS[layer.type]
-        self._check_counts(layer, layer_class.bottom_count, layer_class.top_count)
+        self._check_counts(layer, layer_class)
         try:
-            module = layer_class(layer, bottom_shapes)
+            # as in Caffe's Net::Init, a layer computes in its net's phase unless it sets its own
+            module = layer_class(layer if layer.phase else replace(layer, phase=self.phase),
+                                 bottom_shapes)
         except ValueError as error:
             raise self._shape_error(layer, error, feeds) from None
         self.layers.append(module)
@@ -201,16 +212,56 @@ class Net(nn.Module):
         return losses
 
     def _param_specs_of(self, layer, module):
-        """lr_mult/decay_mult of each blob: the layer's `param` entries, then Caffe's 1, 1."""
+        """The ParamSpec of each blob: the layer's `param` entries, then Caffe's default (lr_mult
+        and decay_mult 1; lr_mult 0 for blobs that are not learned, such as BatchNorm's)."""
         blobs = module.blobs()
         if len(layer.param) > len(blobs):
             raise self._error(layer, f"{len(layer.param)} param entries for "
                               f"{len(blobs)} parameter blobs")
-        specs = list(layer.param) + [schema.ParamSpec()] * (len(blobs) - len(layer.param))
-        for blob, spec in zip(blobs, specs):
+        if module.fixed_blobs and any(spec.lr_mult for spec in layer.param):
+            raise self._error(layer, "its blobs are statistics, not learned: their lr_mult must "
+                              "be 0 (Caffe's rule)")
+        unset = schema.ParamSpec(lr_mult=0.0) if module.fixed_blobs else schema.ParamSpec()
+        return list(layer.param) + [unset] * (len(blobs) - len(layer.param))
+
+    def _share_parameters(self, specs_by_step):
+        """Caffe's Net::AppendParam over every blob in layer order: [layer name, blob index,
+        parameter, lr_mult, decay_mult] of each blob a layer owns; named blobs seen before are
+        replaced by their owner's."""
+        learnable, owners = [], {}
+        for (layer, module), specs in zip(self._steps, specs_by_step):
+            for index, (blob, spec) in enumerate(zip(module.blobs(), specs)):
+                if not spec.name or spec.name not in owners:
+                    if spec.name:
+                        owners[spec.name] = len(learnable)
+                    learnable.append([layer.name, index, blob, spec.lr_mult, spec.decay_mult])
+                    continue
+                owner = learnable[owners[spec.name]]
+                if tuple(blob.shape) != tuple(owner[2].shape):
+                    permissive = spec.share_mode == "PERMISSIVE" and \
+                        blob.numel() == owner[2].numel()
+                    raise self._error(layer, f"cannot share param {spec.name!r} of layer "
+                                      f"{owner[0]!r}: its shape is {tuple(owner[2].shape)}, "
+                                      f"blob {index} here is {tuple(blob.shape)}"
+                                      + (" (PERMISSIVE sharing of another shape with the same "
+                                         "count is not supported)" if permissive else ""))
+                module.share_blob(index, owner[2])
+                for slot, key in ((3, "lr_mult"), (4, "decay_mult")):
+                    owner[slot] = self._shared_multiplier(layer, spec.name, key, owner[slot],
+                                                          getattr(spec, key))
+        for _, _, blob, lr_mult, _ in learnable:
             # as in Caffe, lr_mult 0 freezes a blob: no gradient is computed for it
-            blob.requires_grad_(spec.lr_mult != 0)
-        return specs
+            blob.requires_grad_(lr_mult != 0)
+        return [tuple(entry) for entry in learnable]
+
+    def _shared_multiplier(self, layer, name, key, owners, sharers):
+        default = getattr(schema.ParamSpec(), key)
+        if sharers == default or sharers == owners:
+            return owners
+        if owners != default:
+            raise self._error(layer, f"shared param {name!r} has mismatched {key} ({sharers} "
+                              f"here, {owners} where it was set before)")
+        return sharers
 
     def _fill(self, generator):
         for layer, module in self._steps:
@@ -242,15 +293,18 @@ class Net(nn.Module):
     # ------------------------------------------------------------------ parameters
 
     def learnable_blobs(self):
-        """(layer name, blob index, parameter, lr_mult, decay_mult) of every parameter blob,
-        in Caffe's order (layer order; weights before bias)."""
-        return [(layer.name, index, blob, spec.lr_mult, spec.decay_mult)
-                for (layer, module), specs in zip(self._steps, self._param_specs)
-                for index, (blob, spec) in enumerate(zip(module.blobs(), specs))]
+        """(owner layer name, blob index, parameter, lr_mult, decay_mult) of every parameter
+        blob, each shared blob once, in Caffe's order (layer order; weights before bias)."""
+        return list(self._learnable)
 
     def blobs_by_layer(self):
-        """{layer name: [parameter blobs]} of the layers that have any, in Caffe's layouts."""
+        """{layer name: [parameter blobs]} of the layers that have any, in Caffe's layouts; a
+        shared blob is listed under every layer that uses it (as a .caffemodel holds it)."""
         return {layer.name: module.blobs() for layer, module in self._steps if module.blobs()}
+
+    def layer_modules(self):
+        """(LayerParameter, module) of every computing layer, in order."""
+        return list(self._steps)
 
     @torch.no_grad()
     def copy_from(self, blobs_by_layer, source):
@@ -273,7 +327,9 @@ class Net(nn.Module):
         return self._walk({**self._feeds, **self._given_feeds(input_shapes or {})})
 
     def weight_count(self):
-        """Convolution and Deconvolution weights, without biases and PReLU slopes: the number
-        the FSRCNN paper counts (and its multiply-adds per input pixel)."""
-        return sum(module.weight.numel() for module in self.layers
-                   if isinstance(module, Convolution))
+        """Convolution and Deconvolution weights, without biases and PReLU slopes, a shared
+        kernel once: the number the FSRCNN paper counts (and its multiply-adds per input
+        pixel)."""
+        kernels = {id(module.weight): module.weight.numel() for module in self.layers
+                   if isinstance(module, Convolution)}
+        return sum(kernels.values())

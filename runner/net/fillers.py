@@ -33,9 +33,20 @@ def uniform(tensor, filler, generator):
 
 
 def gaussian(tensor, filler, generator):
+    """N(mean, std); with `sparse` >= 0 each value is kept with probability sparse / shape[0]
+    (Caffe: about `sparse` non-zero inputs per output of an InnerProduct) and zeroed otherwise."""
     if filler.std < 0:
         raise ValueError(f"gaussian filler: std must not be negative, got {filler.std}")
     tensor.normal_(filler.mean, filler.std, generator=generator)
+    if filler.sparse >= 0:
+        if tensor.dim() < 1:
+            raise ValueError("gaussian filler: sparse needs a blob with at least one axis")
+        keep = filler.sparse / tensor.shape[0]
+        if keep > 1:
+            raise ValueError(f"gaussian filler: sparse {filler.sparse} is more than the "
+                             f"{tensor.shape[0]} outputs")
+        mask = torch.empty_like(tensor).bernoulli_(keep, generator=generator)
+        tensor.mul_(mask)
 
 
 def xavier(tensor, filler, generator):
@@ -64,8 +75,16 @@ def bilinear(tensor, filler, generator):
     tensor.copy_(torch.outer(ramp, ramp).expand_as(tensor))
 
 
+def positive_unitball(tensor, filler, generator):
+    """U(0, 1) values, then each of the shape[0] rows divided by its sum: rows of positive
+    values summing to 1."""
+    tensor.uniform_(0, 1, generator=generator)
+    rows = tensor.view(tensor.shape[0] if tensor.dim() else 1, -1)   # a fresh blob: contiguous
+    rows.div_(rows.sum(1, keepdim=True))
+
+
 FILLERS = {"constant": constant, "uniform": uniform, "gaussian": gaussian, "xavier": xavier,
-           "msra": msra, "bilinear": bilinear}
+           "msra": msra, "bilinear": bilinear, "positive_unitball": positive_unitball}
 
 
 def fan(shape, variance_norm):

@@ -1,7 +1,8 @@
 """Floor 5, train: Caffe's solver loop (`solver.py`) apart from its update rules
 (`update_rules.py`) and learning-rate policies (`lr_policy.py`); the HDF5Data layer's feeding
-(`feeder.py`), data-parallel processes (`distributed.py`) and the Caffe-style train log
-(`train_log.py`).
+(`feeder.py`), data-parallel processes (`distributed.py`), the Caffe-style train log
+(`train_log.py`) and its TensorBoard event files (`tensorboard.py`, whose bicubic panel needs
+runner.imaging).
 
-May import: runner.errors, runner.config, runner.files, runner.net
+May import: runner.errors, runner.config, runner.files, runner.imaging, runner.net
 """

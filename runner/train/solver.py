@@ -8,7 +8,7 @@ import collections
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from runner.files import caffe_model, snapshot
 from runner.net import devices, fast_paths
 from runner.net.builder import Net
 from runner.net.feeds import train_data_attributes
-from runner.train import distributed, lr_policy, train_log, update_rules
+from runner.train import distributed, lr_policy, tensorboard, train_log, update_rules
 from runner.train.feeder import HDF5Feeder
 from runner.train.train_log import TrainLog
 
@@ -33,6 +33,9 @@ class TrainOptions:
     sigint_effect: str = "snapshot"  # snapshot then stop | stop | none
     sighup_effect: str = "snapshot"  # snapshot and go on | stop | none
     log: bool = True
+    # event files beside the logs (with `log`); SRCAFFE_TENSORBOARD=0 turns them off
+    tensorboard: bool = field(default_factory=tensorboard.enabled_by_environment)
+    on_test: object = None           # called (iteration, test net, loss, PSNR) after each test
 
 
 def choose_device(solver, override=None, source=""):
@@ -86,6 +89,7 @@ class Solver:
         self.last_snapshot = None
         self.requested = None
         self.started_from = None      # a line for the log: what the weights were copied from
+        self.test_example = None      # (input, label, prediction) of the last test's first sample
         self.resumed = False
         self.losses = collections.deque(maxlen=self.param.average_loss)
 
@@ -245,8 +249,7 @@ class Solver:
             self.log.line(f"    Train net output #0: loss = {smoothed_loss:.6g} "
                           f"(* 1 = {smoothed_loss:.6g} loss)")
             self.log.line(f"Iteration {self.iteration}, lr = {rate:.6g}")
-        self.log.record(iteration=self.iteration, loss=smoothed_loss, lr=rate,
-                        seconds=round(time.time() - self.run_started, 3))
+        self.log.record(iteration=self.iteration, loss=smoothed_loss, lr=rate)
 
     @torch.no_grad()
     def _last_display(self):
@@ -266,8 +269,10 @@ class Solver:
         test_net = self.test_nets[index]
         test_net.copy_from(self.net.blobs_by_layer(), "train net")
         loss_sum, squared_error, pixels = 0.0, 0.0, 0
-        for _ in range(self.param.test_iter[index]):
+        for batch in range(self.param.test_iter[index]):
             blobs = test_net.forward(self._batch(self.test_feeders[index]))
+            if batch == 0 and test_net.loss_bottoms():
+                self.test_example = self._first_sample(test_net, blobs)
             loss_sum += test_net.loss(blobs).item()
             for prediction, label in test_net.loss_bottoms():
                 squared_error += (blobs[prediction] - blobs[label]).double().pow(2).sum().item()
@@ -275,6 +280,14 @@ class Solver:
         loss = loss_sum / self.param.test_iter[index]
         psnr = 10 * math.log10(pixels / squared_error) if squared_error else math.inf
         return loss, psnr
+
+    @staticmethod
+    def _first_sample(test_net, blobs):
+        """(input, label, prediction) of a test batch's first sample, as 2-D arrays."""
+        prediction, label = test_net.loss_bottoms()[0]
+        data = test_net.data_layers[0].top[0]
+        return tuple(blobs[name][0, 0].detach().cpu().numpy()
+                     for name in (data, label, prediction))
 
     def test_all(self):
         if self.processes.rank != 0:   # as Caffe, which tests on the root solver only
@@ -285,17 +298,17 @@ class Solver:
             self.log.line(f"    Test net output #0: loss = {loss:.6g} (* 1 = {loss:.6g} loss)")
             self.log.line(f"    Test net output #1: psnr = {psnr:.4f}")
             self.log.record(iteration=self.iteration, test_net=index, test_loss=loss,
-                            test_psnr=psnr, seconds=round(time.time() - self.run_started, 3))
+                            test_psnr=psnr)
+            if index == 0 and self.test_example:
+                self.log.test_example(self.iteration, *self.test_example, self.data_scale)
+            if self.options.on_test:
+                self.options.on_test(self.iteration, index, loss, psnr)
 
     def solve(self):
         """Caffe's Solver::Solve: step to max_iter, then the final snapshot, display and test."""
-        self.run_started = time.time()
-        logging = self.options.log and self.processes.rank == 0
-        if logging and self.resumed:
-            train_log.drop_records_from(train_log.log_paths(self.param.snapshot_prefix)[1],
-                                        self.iteration)
         self.log = TrainLog(self.param.snapshot_prefix, self.iteration, self.param.max_iter,
-                            logging)
+                            self.options.log and self.processes.rank == 0,
+                            self.options.tensorboard)
         self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
                       f"{self.processes.describe()}, "
                       f"from iteration {self.iteration} to {self.param.max_iter}")

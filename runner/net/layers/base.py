@@ -1,15 +1,20 @@
 """What every computing layer is: a torch Module that knows its parameter blobs, their fillers and
 the shapes of its tops; and the checks of the settings several layer families share."""
+import torch
 from torch import nn
 
 
 class Layer(nn.Module):
-    """A computing layer: knows its own parameter blobs and the shapes of its tops."""
+    """A computing layer: knows its own parameter blobs and the shapes of its tops.
+
+    It is built from its LayerParameter, whose `phase` the net has set (TRAIN or TEST), and the
+    shapes of its bottoms; `forward` takes the bottoms and returns a tuple of tops."""
 
     type_name = None      # the Caffe type this class builds
-    bottom_count = 1      # exact numbers of bottoms and tops, as Caffe's Exact*Blobs()
-    top_count = 1
+    bottom_count = (1, 1)  # (fewest, most) bottoms and tops, as Caffe's Min/Max/ExactNum*Blobs;
+    top_count = (1, 1)     # None: no upper bound
     is_loss = False       # loss layers weigh their top 1 in the objective unless told otherwise
+    fixed_blobs = False   # True: the blobs are not learned (Caffe forces their lr_mult to 0)
     size_keys = ""        # the keys that set the size of its parameter blobs, named when the
                           # net cannot be allocated ("" when its bottom's shape sets it)
 
@@ -25,17 +30,70 @@ class Layer(nn.Module):
         """Shapes of the tops for these bottom shapes; ValueError when they do not fit."""
         return list(bottom_shapes)
 
+    def share_blob(self, index, owner):
+        """Use `owner` (another layer's Parameter of the same shape) as blob `index` from now on:
+        Caffe's weight sharing, gradients accumulating in the one blob."""
+        blob = self.blobs()[index]
+        name = next(name for name, parameter in self._parameters.items() if parameter is blob)
+        setattr(self, name, owner)
 
-def spatial_pair(values, key, default, minimum):
-    """A one-value-or-H-and-W setting (kernel_size, stride, pad, dilation) as (h, w)."""
+    def window(self):
+        """(kernel extent, stride, upsamples) along the image axes of a layer that reads a
+        neighbourhood of pixels, for the receptive field; None for a layer that does not."""
+        return None
+
+    def caffe_form(self, layer):
+        """(LayerParameter, blobs) that Caffe runs for this layer: itself, except for srcaffe's
+        own layer types, which are written as the Caffe layers that compute the same."""
+        return layer, self.blobs()
+
+
+class WeightsAndBias(Layer):
+    """A layer whose blobs are weights and, with `bias_term`, a bias of `num_output` values
+    (Convolution, Deconvolution, InnerProduct), filled by `weight_filler` and `bias_filler`."""
+
+    @staticmethod
+    def required_outputs(param, where):
+        """`num_output`, which Caffe requires."""
+        if param.num_output is None:
+            raise ValueError(f"{where}.num_output is required")
+        return param.num_output
+
+    def make_blobs(self, param, weight_shape):
+        self.weight = nn.Parameter(torch.empty(weight_shape))
+        self.bias = nn.Parameter(torch.empty(param.num_output)) if param.bias_term else None
+        self.weight_filler, self.bias_filler = param.weight_filler, param.bias_filler
+
+    def blobs(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def fillers(self):
+        return [self.weight_filler, self.bias_filler][:len(self.blobs())]
+
+
+def spatial(param, key, prefix, default, minimum, where):
+    """An image-axes setting as (h, w), given the way Caffe reads it: `key` holding one value
+    (or, for a convolution, H and W), or `<prefix>_h` and `<prefix>_w`; `default` when neither
+    is set (None: required). `where` names the parameter message in errors."""
+    value = getattr(param, key)
+    values = list(value) if isinstance(value, list) else [] if value is None else [value]
+    if value == default and not isinstance(value, list):
+        values = []
+    separate = [getattr(param, f"{prefix}_{axis}", None) for axis in "hw"]
+    if any(separate):
+        if values:
+            raise ValueError(f"{where}: give {key} or {prefix}_h and {prefix}_w, not both")
+        if not all(separate) and prefix != "pad":
+            raise ValueError(f"{where}: {prefix}_h and {prefix}_w go together")
+        values = [number or 0 for number in separate]
     if not values:
         if default is None:
-            raise ValueError(f"convolution_param.{key} is required")
+            raise ValueError(f"{where}.{key} is required")
         return (default, default)
     if len(values) > 2:
-        raise ValueError(f"convolution_param.{key}: give one value, or H and W; got {values}")
+        raise ValueError(f"{where}.{key}: give one value, or H and W; got {values}")
     if min(values) < minimum:
-        raise ValueError(f"convolution_param.{key} must be at least {minimum}, got {values}")
+        raise ValueError(f"{where}.{key} must be at least {minimum}, got {values}")
     return (values[0], values[-1])
 
 
@@ -43,3 +101,19 @@ def image_shape(shape):
     if len(shape) != 4:
         raise ValueError(f"needs an N x C x H x W bottom, got shape {shape}")
     return shape
+
+
+def canonical_axis(axis, shape, what="axis"):
+    """Caffe's CanonicalAxisIndex: a negative axis counts from the end."""
+    count = len(shape)
+    if not -count <= axis < count:
+        raise ValueError(f"{what} {axis} is out of range for a bottom of shape {shape}")
+    return axis % count
+
+
+def same_shapes(names, shapes, what="bottoms"):
+    """ValueError naming both shapes when the bottoms differ in shape."""
+    for name, shape in zip(names[1:], shapes[1:]):
+        if tuple(shape) != tuple(shapes[0]):
+            raise ValueError(f"{what} must have the same shape: {names[0]!r} is "
+                             f"{tuple(shapes[0])}, {name!r} is {tuple(shape)}")

@@ -1,12 +1,9 @@
 """Caffe's Convolution and Deconvolution layers, computed through runner/net/fast_paths.py."""
-import torch
-from torch import nn
-
 from runner.net import fast_paths
-from runner.net.layers.base import Layer, image_shape, spatial_pair
+from runner.net.layers.base import WeightsAndBias, image_shape, spatial
 
 
-class Convolution(Layer):
+class Convolution(WeightsAndBias):
     """Caffe's Convolution: weights (out, in/group, kh, kw), then bias (out)."""
 
     type_name = "Convolution"
@@ -15,21 +12,19 @@ class Convolution(Layer):
     def __init__(self, layer, bottom_shapes):
         super().__init__()
         param = layer.convolution_param
-        if param.num_output is None:
-            raise ValueError("convolution_param.num_output is required")
-        self.kernel = spatial_pair(param.kernel_size, "kernel_size", None, 1)
-        self.stride = spatial_pair(param.stride, "stride", 1, 1)
-        self.pad = spatial_pair(param.pad, "pad", 0, 0)
-        self.dilation = spatial_pair(param.dilation, "dilation", 1, 1)
+        where = "convolution_param"
+        outputs = self.required_outputs(param, where)
+        self.kernel = spatial(param, "kernel_size", "kernel", None, 1, where)
+        self.stride = spatial(param, "stride", "stride", 1, 1, where)
+        self.pad = spatial(param, "pad", "pad", 0, 0, where)
+        self.dilation = spatial(param, "dilation", "dilation", 1, 1, where)
         self.group = param.group
         channels = image_shape(bottom_shapes[0])[1]
-        for what, number in (("input channels", channels), ("num_output", param.num_output)):
+        for what, number in (("input channels", channels), ("num_output", outputs)):
             if number % self.group:
                 raise ValueError(f"{what} ({number}) not divisible by group ({self.group})")
-        self.in_channels, self.out_channels = channels, param.num_output
-        self.weight = nn.Parameter(torch.empty(self.weight_shape()))
-        self.bias = nn.Parameter(torch.empty(param.num_output)) if param.bias_term else None
-        self.weight_filler, self.bias_filler = param.weight_filler, param.bias_filler
+        self.in_channels, self.out_channels = channels, outputs
+        self.make_blobs(param, self.weight_shape())
 
     def weight_shape(self):
         return (self.out_channels, self.in_channels // self.group, *self.kernel)
@@ -37,11 +32,10 @@ class Convolution(Layer):
     def output_size(self, size, kernel_extent, stride, pad):
         return (size + 2 * pad - kernel_extent) // stride + 1
 
-    def blobs(self):
-        return [self.weight] + ([self.bias] if self.bias is not None else [])
-
-    def fillers(self):
-        return [self.weight_filler, self.bias_filler][:len(self.blobs())]
+    def window(self):
+        extent = max(dilation * (kernel - 1) + 1
+                     for kernel, dilation in zip(self.kernel, self.dilation))
+        return extent, max(self.stride), False
 
     def top_shapes(self, bottom_shapes):
         batch, channels, *sizes = image_shape(bottom_shapes[0])
@@ -72,6 +66,10 @@ class Deconvolution(Convolution):
     def output_size(self, size, kernel_extent, stride, pad):
         # Caffe's DeconvolutionLayer::compute_output_shape; no output_padding exists there
         return stride * (size - 1) + kernel_extent - 2 * pad
+
+    def window(self):
+        extent, stride, _ = super().window()
+        return extent, stride, True
 
     def forward(self, bottom):
         # the same result as F.conv_transpose2d, computed as a sub-pixel convolution

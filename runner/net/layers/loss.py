@@ -10,7 +10,7 @@ class EuclideanLoss(Layer):
     """Caffe's EuclideanLoss: 1/(2N) * sum((a - b)^2), N the batch size, summed over C*H*W."""
 
     type_name = "EuclideanLoss"
-    bottom_count = 2
+    bottom_count = (2, 2)
     is_loss = True
 
     def __init__(self, layer, bottom_shapes):
