@@ -79,8 +79,7 @@ def keys(message_class):
 
 @dataclass(frozen=True)
 class BlobShape:
-    dim: list = option(1, "int64", "size of each axis (N, C, H, W)", repeated=True, packed=True,
-                       minimum=0)
+    dim: list = option(1, "int64", "size of each axis (N, C, H, W)", repeated=True, packed=True)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ class PoolingParameter:
 
 @dataclass(frozen=True)
 class InnerProductParameter:
-    num_output: int = option(1, "uint32", "number of outputs", minimum=1)
+    num_output: int = option(1, "uint32", "number of outputs", minimum=1, allocates=True)
     bias_term: bool = option(2, "bool", "whether to add a learned bias", True)
     weight_filler: FillerParameter = option(3, FillerParameter, "initial weights")
     bias_filler: FillerParameter = option(4, FillerParameter, "initial biases")

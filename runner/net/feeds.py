@@ -71,6 +71,10 @@ def input_feeds(layer, source, needed):
     if needed and not shapes:
         raise UserError(source, f"layer {layer.name!r}: no shape for top {needed[0]!r} (set "
                         "input_param.shape)")
+    for shape in shapes:          # Caffe's Blob::Reshape checks every size is at least 0
+        if any(size < 0 for size in shape):
+            raise UserError(source, f"layer {layer.name!r}: input_param.shape {shape} has a "
+                            "negative size")
     by_top = dict(zip(layer.top, shapes * len(layer.top) if len(shapes) == 1 else shapes))
     return {top: Feed(by_top[top], source, size_key="input_param.shape") for top in needed}
 
