@@ -3,14 +3,19 @@
 Every user mistake arrives here as a UserError and leaves as one line and exit code 2.
 """
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 
 from runner.config import loading, schema
-from runner.errors import UserError
+from runner.errors import UserError, stored_in
 from runner.files import snapshot
 
 EXIT_USER_ERROR = 2
+# what a shell reports for a command that wrote into a closed pipe (`runner schema net | head`)
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -51,11 +56,18 @@ def run_train(args):
     if args.snapshot:
         state = snapshot.load_solverstate(args.snapshot)
         resume_from = (Path(args.snapshot), state)
+
+    def texts_stored():
+        """Without --solver the texts are the snapshot's: errors in them name the snapshot."""
+        return (stored_in(args.snapshot, state.stored_names) if not args.solver
+                else contextlib.nullcontext())
+
     if args.solver:
         setup = loading.load_solver(args.solver)
     else:
-        setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
-                                               state.net_files)
+        with texts_stored():
+            setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
+                                                   state.net_files)
     options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
                            sighup_effect=args.sighup_effect)
     if args.no_tensorboard:
@@ -67,7 +79,8 @@ def run_train(args):
                             "leave it out (torchrun's --nproc_per_node says how many)")
         distributed.launch(args.procs, without_option(args.argv, "--procs"))
         return
-    train(setup, options, resume_from=resume_from, weights=args.weights)
+    with texts_stored():
+        train(setup, options, resume_from=resume_from, weights=args.weights)
 
 
 def without_option(argv, option):
@@ -193,9 +206,13 @@ def image_size(text):
 
 
 def comma_list(parse=str):
-    """An argparse type: comma-separated values, each parsed by `parse`."""
+    """An argparse type: comma-separated values (at least one), each parsed by `parse`."""
     def parse_list(text):
-        return [parse(item.strip()) for item in text.split(",") if item.strip()]
+        items = [parse(item.strip()) for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected one or more comma-separated values, "
+                                             f"got {text!r}")
+        return items
     return parse_list
 
 
@@ -228,6 +245,10 @@ def add_predict(commands):
     command.add_argument("--degradation", choices=degraded.DEGRADATIONS, default="paper",
                          help="with --degrade: paper (MATLAB bicubic, default) or tutorial "
                          "(Gaussian blur + cv2.resize)")
+    command.add_argument("--max-pixels", type=positive_int(1), default=predict.DEFAULT_MAX_PIXELS,
+                         help="refuse an image (or video frame) of more input pixels; read from "
+                         "the file's header, before decoding (default: %(default)s, 2048x2048: "
+                         "about 5 GB of memory for a colour image at x3)")
     add_inference_options(command)
     command.set_defaults(run=run_predict)
 
@@ -244,7 +265,8 @@ def run_predict(args):
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration})")
     jobs = predict.plan(paths, model, args.out, args.degrade)
-    for job, result in predict.run(jobs, model, args.tile or None, args.degradation):
+    for job, result in predict.run(jobs, model, args.tile or None, args.degradation,
+                                   max_pixels=args.max_pixels):
         if job.kind == "degrade":
             scores = ", ".join(f"{name} PSNR {psnr:.2f} dB SSIM {ssim:.4f}"
                                for name, (psnr, ssim) in result.scores.items())
@@ -407,10 +429,15 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         args.argv = sys.argv[1:] if argv is None else list(argv)
         args.run(args)
+        sys.stdout.flush()          # here, where a closed pipe is handled, not at exit
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader has gone (`| head`): stop quietly, as the tools of a shell pipeline do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
     return 0

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from runner import inspect  # noqa: E402
 from runner.config import loading, overrides, schema  # noqa: E402
-from runner.errors import UserError  # noqa: E402
+from runner.errors import UserError, stored_in  # noqa: E402
 from runner.files import outputs, snapshot  # noqa: E402
 from runner.infer import deploy  # noqa: E402
 from runner.score import evaluate, plot  # noqa: E402
@@ -95,8 +95,9 @@ def load_run(snapshot_prefix, name):
     if state_path is None:
         raise UserError(snapshot_prefix, "has no snapshot to compare (no *.solverstate)")
     state = snapshot.load_solverstate(state_path)
-    setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
-                                           state.net_files)
+    with stored_in(state_path, state.stored_names):
+        setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
+                                               state.net_files)
     return Run(name, snapshot_prefix, setup, snapshot.model_of(state_path, state),
                run_records(snapshot_prefix))
 

@@ -5,6 +5,7 @@ everything else is a bug and keeps its traceback.
 
 May import: (nothing)
 """
+import contextlib
 import difflib
 
 
@@ -21,3 +22,16 @@ def did_you_mean(word, candidates):
     """' (did you mean 'x'?)' for the closest candidate, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@contextlib.contextmanager
+def stored_in(container, names):
+    """Errors about texts that `container` stores (a snapshot's solver and net files, named
+    `names` there) name `container`: a file on disk under a recorded name may be another,
+    healthy file."""
+    try:
+        yield
+    except UserError as error:
+        if error.where in {str(name) for name in names}:
+            raise UserError(container, f"its stored {error.where}: {error.problem}") from None
+        raise

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from runner.config import loading, schema
-from runner.errors import UserError
+from runner.errors import UserError, stored_in
 from runner.files import caffe_model, snapshot
 from runner.infer import deploy
 from runner.net import builder, structure
@@ -61,14 +61,14 @@ def _blob_kinds(layer_type, blobs):
     return ["slopes" if layer_type == "PReLU" else "other"] * len(blobs)
 
 
-def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, weights=None):
-    """A NetSummary of a net's deploy form for a 1 x 1 x H x W input; `weights` ({layer:
-    [arrays]}) are checked to fit it when given."""
+def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, model=None):
+    """A NetSummary of a net's deploy form for a 1 x 1 x H x W input; the weights of `model`
+    (a ModelFile) are checked to fit it when given."""
     deployed = deploy.deploy_net(net_param, source=source, input_size=tuple(input_size))
     module = builder.Net(deployed, "TEST", source)
-    if weights is not None:
-        module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
-                          for layer, blobs in weights.items()}, source)
+    if model is not None:
+        module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs] for layer, blobs
+                          in model.read_blobs(module.blobs_by_layer(), source).items()}, source)
     modules = {id(layer): layer_module for layer, layer_module in module.layer_modules()}
     shapes, rows, counted = {}, [], set()
     counts = {"weights": 0, "biases": 0, "slopes": 0, "other": 0}
@@ -122,19 +122,22 @@ class SolverstateReport:
 
 def inspect_model(path, input_size=DEFAULT_INPUT_SIZE):
     model = caffe_model.read_model(path)
-    summary = summarize_net(deploy.model_net(path, model), str(path), input_size, model.blobs)
+    summary = summarize_net(deploy.model_net(path, model), str(path), input_size, model)
     return ModelReport(Path(path), snapshot.file_sha256(path), Path(path).stat().st_size,
                        model.iteration, replace(summary, source=model.net_source))
 
 
 def inspect_solverstate(path, input_size=DEFAULT_INPUT_SIZE):
     state = snapshot.load_solverstate(path)
-    setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
-                                           state.net_files)
+    for array in state.arrays():      # read to verify their checksums: damage is reported
+        snapshot.read_array(array, dtype=None)
+    with stored_in(path, state.stored_names):
+        setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
+                                               state.net_files)
+        summary = summarize_net(setup.train_net, setup.net_sources[0][0], input_size)
     model_path = Path(path).parent / state.learned_net
     present = model_path.is_file()
     matches = present and snapshot.file_sha256(model_path) == state.learned_net_sha256
-    summary = summarize_net(setup.train_net, setup.net_sources[0][0], input_size)
     return SolverstateReport(Path(path), snapshot.file_sha256(path), Path(path).stat().st_size,
                              state.iteration, state.current_step, state.solver_source,
                              schema.to_mapping(setup.solver), len(state.history), model_path,

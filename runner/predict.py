@@ -13,6 +13,10 @@ against the ground truth and draw the comparison (`runner/score/degraded.py`).
 
 An image smaller than the net's receptive field is super-resolved like any other: the net pads it
 with zeros exactly as it padded its 7x7 training subimages (a 1x1 image gives a scale x scale one).
+
+Inputs must have a supported suffix, and each, as its turn comes, at most `--max-pixels` pixels
+(DEFAULT_MAX_PIXELS; a video's frames likewise), read from its header, so that a file which
+would decode to gigabytes is refused without decoding it.
 """
 import glob
 import os
@@ -37,6 +41,9 @@ DEFAULT_SOLVER = REPO_ROOT / "configs" / "fsrcnn_solver.yaml"
 SHIPPED_MODEL = REPO_ROOT / "results" / "models" / "fsrcnn_x3.model"
 DEFAULT_OUTPUT_FOLDER = Path("results") / "predict"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+# Input pixels (per image or video frame) predict takes without --max-pixels: 2048 x 2048. A
+# colour image this large peaks at about 5.3 GB of memory at x3 (measured), and more at x4.
+DEFAULT_MAX_PIXELS = 2048 * 2048
 
 
 def default_model(solver_path=DEFAULT_SOLVER, shipped=SHIPPED_MODEL):
@@ -67,19 +74,32 @@ def _is_input_file(path):
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
+def _folder_inputs(path):
+    try:
+        return sorted(child for child in path.iterdir() if _is_input_file(child))
+    except OSError as error:
+        raise UserError(path, f"cannot list the folder ({error.strerror})") from None
+
+
 def collect_inputs(arguments):
     """Files named by arguments: files, folders (their images and videos) or glob patterns."""
     found = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files = sorted(child for child in path.iterdir() if _is_input_file(child))
+            files = _folder_inputs(path)
             if not files:
                 raise UserError(path, "holds no images or videos "
                                 f"({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
             found += files
         elif path.is_file():
+            if not _is_input_file(path):
+                raise UserError(path, f"predict reads {', '.join(IMAGE_SUFFIXES)} images and "
+                                f"{', '.join(VIDEO_SUFFIXES)} videos, not "
+                                f"{path.suffix or 'a file without a suffix'}")
             found.append(path)
+        elif path.exists():
+            raise UserError(path, "is not a regular file or a folder")
         elif glob.has_magic(argument):
             files = sorted(Path(name) for name in glob.glob(argument) if _is_input_file(Path(name)))
             if not files:
@@ -102,6 +122,17 @@ class Job:
     source: Path
     kind: str           # image | degrade | video
     outputs: tuple      # image: (network, bicubic); degrade: (figure,); video: (video,)
+
+
+def check_size(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """A UserError unless the image (or the video's frames) at `path` has at most
+    `max_pixels` pixels, read from its header."""
+    height, width = (video.frame_size(path) if is_video(path)
+                     else picture.declared_size(path))
+    if height * width > max_pixels:
+        raise UserError(path, f"is {width}x{height} ({height * width:,} pixels), more than "
+                        f"--max-pixels {max_pixels:,}: raise it to super-resolve the file "
+                        f"(a colour image of {DEFAULT_MAX_PIXELS:,} pixels takes about 5 GB)")
 
 
 def plan(paths, model, out_dir, degrade=False):
@@ -151,12 +182,15 @@ def predict_image(model, path, network_path, bicubic_path, tile_size=tiles.DEFAU
 
 # --------------------------------------------------------------------------- many inputs
 
-def run(jobs, model, tile_size=tiles.DEFAULT_TILE_SIZE, degradation="paper", progress=True):
-    """Run every Job in order; yields (job, result) as each completes. A failing input stops the
-    run with its UserError; the outputs of the inputs before it are complete and kept."""
+def run(jobs, model, tile_size=tiles.DEFAULT_TILE_SIZE, degradation="paper", progress=True,
+        max_pixels=DEFAULT_MAX_PIXELS):
+    """Run every Job in order; yields (job, result) as each completes. A failing input (one of
+    more than `max_pixels` too) stops the run with its UserError; the outputs of the inputs
+    before it are complete and kept."""
     # disable=None: a progress bar on a terminal only, never in logs or pipes
     for job in tqdm(jobs, unit="file", leave=False,
                     disable=None if progress and len(jobs) > 1 else True):
+        check_size(job.source, max_pixels)
         if job.kind == "video":
             yield job, video.predict_video(model, job.source, job.outputs[0], tile_size,
                                            progress)

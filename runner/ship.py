@@ -6,7 +6,8 @@ folder `<name>/` holding what produced it, all taken from the run's own files ra
 prep config stored in the training HDF5 file (and its scale, in the model, where a snapshot
 predates keeping it), the run's Caffe log and JSON-lines log, and the
 curves `runner plot` draws from them. The folder is written beside and renamed into place, so
-a failure leaves a shipped model as it was.
+a failure leaves a shipped model as it was. What stands at the destination names is replaced:
+a symbolic link there is removed, never the folder it points to.
 """
 import shutil
 import tempfile
@@ -14,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from runner.config import loading
-from runner.errors import UserError
-from runner.files import snapshot
+from runner.errors import UserError, stored_in
+from runner.files import outputs, snapshot
 from runner.net import feeds
 from runner.score import plot
 from runner.train import train_log
@@ -31,21 +32,18 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     state_path = Path(state_path)
     state = snapshot.load_solverstate(state_path)
     model_path = snapshot.model_of(state_path, state)
-    setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
-                                           state.net_files)
+    with stored_in(state_path, state.stored_names):
+        setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
+                                               state.net_files)
+        data_attributes = feeds.train_data_attributes(setup.train_net, setup.net_sources[0][0])
     log_text, log_records = train_log.log_paths(setup.solver.snapshot_prefix)
     if not log_records.is_file():
         raise UserError(state_path, f"its run's log {log_records} is missing")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    files = _config_files(state_path, state, data_attributes)
+    folder = outputs.writable_folder(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
     staging.chmod(0o755)          # mkdtemp makes it private; a shipped folder is not
     try:
-        files = {f"solver{Path(state.solver_source).suffix}": state.solver_text,
-                 **{Path(path).name: text for path, text in state.net_files}}
-        data_attributes = feeds.train_data_attributes(setup.train_net, setup.net_sources[0][0])
-        if "prep_config" in data_attributes:
-            files["prep.yaml"] = str(data_attributes["prep_config"])
         for file_name, text in files.items():
             (staging / file_name).write_text(text, encoding="utf-8")
         shutil.copyfile(log_records, staging / "log.jsonl")
@@ -58,10 +56,38 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
         else:           # a snapshot from before .model files kept their data's scale
             snapshot.save_model(staging / "model.tmp", replace(model, scale=data_scale))
         target, model_target = folder / name, folder / f"{name}.model"
-        if target.exists():
-            shutil.rmtree(target)
+        _remove(target)
+        if model_target.is_dir():
+            _remove(model_target)
         (staging / "model.tmp").replace(model_target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [model_target, target]
+
+
+# names in the shipped folder that are not the solver's and net's files
+RESERVED = ("prep.yaml", "log.jsonl", "train.log", "curves.png", "model.tmp")
+
+
+def _config_files(state_path, state, data_attributes):
+    """{file name: text} of the configs that made the model: the solver and net texts stored
+    in the solverstate, the prep config stored in the training data."""
+    files = {f"solver{Path(state.solver_source).suffix}": state.solver_text}
+    for path, text in state.net_files:
+        name = Path(path).name
+        if not name or name.startswith(".") or name in files or name in RESERVED:
+            raise UserError(state_path, f"its stored net file name {path!r} cannot be shipped "
+                            "(not a plain file name, or taken)")
+        files[name] = text
+    if "prep_config" in data_attributes:
+        files["prep.yaml"] = data_attributes["prep_config"]
+    return files
+
+
+def _remove(path):
+    """Clear a destination name: a folder with its files, a file, or a link (not its target)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

@@ -14,7 +14,7 @@ import torch
 
 from runner.errors import UserError
 from runner.infer import deploy
-from runner.net import builder, feeds, structure
+from runner.net import builder, devices, feeds, structure
 
 # The fed input size when the net's HDF5 source cannot be read: a 7x7 LR patch, one channel.
 FALLBACK_INPUT_SIZE = (7, 7)
@@ -159,7 +159,7 @@ def _seeds(module, blobs):
 def time_net(net_param, source, iterations=50, batch=None, device="cpu", input_size=None,
              seed=0):
     """Caffe's `caffe time` on the TRAIN phase of a net, on random data of the fed shapes."""
-    device = deploy.torch_device(device)
+    device = devices.torch_device(device)
     shapes = feed_shapes(net_param, source, batch, input_size)
     generator = torch.Generator().manual_seed(seed)
     module = builder.Net(net_param, "TRAIN", source, generator, input_shapes=shapes).to(device)

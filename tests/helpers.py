@@ -74,9 +74,17 @@ def tiny_run(folder, max_iter=20, snapshot=10, solver_type="SGD", prefix="run/ti
     return solver
 
 
+def cli_environment():
+    """The environment of a `python -m runner` child: this checkout's packages come first
+    whatever its working directory (an installed copy elsewhere must not answer instead)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1",
+                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                         os.environ.get("PYTHONPATH")])))
+
+
 def run_cli(*args, cwd=ROOT, module="runner", **kwargs):
     """Run `python -m <module> args...`; returns the CompletedProcess (text output)."""
-    environment = dict(os.environ, PYTHONUNBUFFERED="1")
+    environment = cli_environment()
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, env=environment, timeout=600,
                           **kwargs)
@@ -91,3 +99,10 @@ def assert_one_line_error(result, *fragments):
     for fragment in fragments:
         assert str(fragment) in lines[0], lines[0]
     return lines[0]
+
+
+def created_mode():
+    """The permission bits a new file gets here: 0666 less the umask (runs inherit ours)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

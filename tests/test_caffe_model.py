@@ -134,8 +134,8 @@ def test_caffemodel_blobs_have_caffes_shapes(tmp_path):
 @pytest.mark.parametrize("net_text", [None, SHARED_PRELU_NET], ids=["fsrcnn", "shared_prelu"])
 def test_export_then_import_gives_identical_weights(tmp_path, net_text):
     model_path, _, caffemodel = export_model(tmp_path, FSRCNN_NET, net_text)
-    original = snapshot.load_model(model_path).blobs
-    imported = caffe_model.read_model(caffemodel).blobs
+    original = snapshot.load_model(model_path).read_blobs()
+    imported = caffe_model.read_model(caffemodel).read_blobs()
     assert list(imported) == list(original)
     for name, blobs in original.items():
         assert len(imported[name]) == len(blobs)
@@ -156,8 +156,8 @@ def test_train_weights_fine_tunes_from_a_caffemodel(tmp_path, capfd):
     _, caffemodel = export.export(source, tmp_path / "caffe")
     result = run_main(capfd, "train", "--solver", solver, "--weights", caffemodel)
     assert result.returncode == 0, result.stderr
-    tuned = snapshot.load_model(tmp_path / "tuned" / "tiny_iter_0.model").blobs
-    for name, blobs in snapshot.load_model(source).blobs.items():
+    tuned = snapshot.load_model(tmp_path / "tuned" / "tiny_iter_0.model").read_blobs()
+    for name, blobs in snapshot.load_model(source).read_blobs().items():
         for expected, copied in zip(blobs, tuned[name]):
             assert torch.equal(torch.from_numpy(expected), torch.from_numpy(copied)), name
 

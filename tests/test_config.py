@@ -186,3 +186,37 @@ def test_demo_resume_solver_only_raises_max_iter():
                    for name in ("demo_solver.yaml", "demo_solver_more.yaml"))
     assert more.max_iter > first.max_iter and first.max_iter % first.snapshot == 0
     assert schema.SolverParameter(**{**vars(more), "max_iter": first.max_iter}) == first
+
+
+# Each integer type's range, from protobuf's definition (not from the schema): YAML must hold
+# a key to it exactly as protobuf holds a prototxt.
+TYPE_RANGES = {"int32": (-2 ** 31, 2 ** 31 - 1), "uint32": (0, 2 ** 32 - 1),
+               "int64": (-2 ** 63, 2 ** 63 - 1)}
+# (integer type, message, prototxt with {} for the value, the same in YAML)
+INTEGER_KEYS = [("int64", schema.SolverParameter, "random_seed: {}", "random_seed: {}"),
+                ("uint32", schema.NetParameter, "layer {{ convolution_param {{ pad: {} }} }}",
+                 "layer: [{{convolution_param: {{pad: [{}]}}}}]"),
+                ("int32", schema.NetParameter, "layer {{ blobs {{ num: {} }} }}",
+                 "layer: [{{blobs: [{{num: {}}}]}}]")]
+
+
+@pytest.mark.parametrize("kind, message, prototxt, yaml_text", INTEGER_KEYS,
+                         ids=[key[0] for key in INTEGER_KEYS])
+def test_integer_ranges_are_the_same_in_yaml_and_prototxt(kind, message, prototxt, yaml_text):
+    low, high = TYPE_RANGES[kind]
+    for value in (low - 1, low, high, high + 1, 2 ** 70):
+        outcomes = []
+        for template, source in ((prototxt, "x.prototxt"), (yaml_text, "x.yaml")):
+            try:
+                loading.parse_config(message, template.format(value), source)
+                outcomes.append(True)
+            except UserError:
+                outcomes.append(False)
+        assert outcomes == [low <= value <= high] * 2, (kind, value, outcomes)
+
+
+def test_a_key_given_twice_is_refused_in_yaml_as_in_prototxt():
+    for text, source in (("max_iter: 5\nmax_iter: 6\n", "s.yaml"),
+                         ("max_iter: 5\nmax_iter: 6\n", "s.prototxt")):
+        with pytest.raises(UserError, match="max_iter"):
+            loading.parse_config(schema.SolverParameter, text, source)

@@ -46,10 +46,11 @@ def run_to_end(*arguments, module="runner"):
 
 def max_difference(first_model, second_model):
     """The largest absolute difference between the weights of two .model files."""
-    first, second = snapshot.load_model(first_model), snapshot.load_model(second_model)
-    assert first.blobs.keys() == second.blobs.keys()
-    return max(float(np.abs(a - b).max()) for layer in first.blobs
-               for a, b in zip(first.blobs[layer], second.blobs[layer]))
+    first = snapshot.load_model(first_model).read_blobs()
+    second = snapshot.load_model(second_model).read_blobs()
+    assert first.keys() == second.keys()
+    return max(float(np.abs(a - b).max()) for layer in first
+               for a, b in zip(first[layer], second[layer]))
 
 
 def records(prefix):

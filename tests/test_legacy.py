@@ -246,8 +246,9 @@ def test_v1_files_train_to_the_same_weights_as_their_current_twins(tmp_path):
         weights[name] = snapshot.load_model(snapshot.newest_snapshot(setup.solver.snapshot_prefix))
     first, second = weights.values()
     assert first.iteration == second.iteration == 3 and set(first.blobs) == {"conv1", "deconv"}
-    for layer, blobs in first.blobs.items():
-        for ours, theirs in zip(blobs, second.blobs[layer]):
+    second_blobs = second.read_blobs()
+    for layer, blobs in first.read_blobs().items():
+        for ours, theirs in zip(blobs, second_blobs[layer]):
             np.testing.assert_array_equal(ours, theirs)
 
 

@@ -1,6 +1,7 @@
 """`make prep`: subimage pairs, HDF5 output, the dataset setting, fetch, bad input via the CLI."""
 import hashlib
 import re
+import stat
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import ROOT, assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, created_mode, run_cli
 from in_process import run_main
 from prep import pipeline, subimages
 from runner.config import loading
@@ -418,6 +419,8 @@ def test_cli_writes_and_summarises(good_data, tmp_path):
         result.stdout
     assert "0 image(s) skipped" in result.stdout and result.stderr == ""
     assert (tmp_path / "out" / "train.txt").read_text() == f"{tmp_path / 'out' / 'train.h5'}\n"
+    # written under a temporary name, yet with the mode the umask gives any new file
+    assert stat.S_IMODE((tmp_path / "out" / "train.h5").stat().st_mode) == created_mode()
 
 
 def test_cli_missing_dataset_folder(tmp_path, monkeypatch):

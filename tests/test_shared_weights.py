@@ -124,9 +124,9 @@ def test_training_updates_the_shared_blob_once_and_snapshots_keep_it(trained):
     assert blobs["rec1"][0] is blobs["rec2"][0]
     # Adam keeps history per learnable blob: the shared one counted once
     assert len(solver.update_rule.state()) == 2 * 6
-    model = snapshot.load_model(folder / "run_iter_4.model")
-    np.testing.assert_array_equal(model.blobs["rec1"][0], model.blobs["rec2"][0])
-    np.testing.assert_array_equal(model.blobs["rec1"][0], blobs["rec1"][0].detach().numpy())
+    model = snapshot.load_model(folder / "run_iter_4.model").read_blobs()
+    np.testing.assert_array_equal(model["rec1"][0], model["rec2"][0])
+    np.testing.assert_array_equal(model["rec1"][0], blobs["rec1"][0].detach().numpy())
     # resume from iteration 2 and reach the same weights: the sharing is rebuilt from the net
     state_path = folder / "run_iter_2.solverstate"
     resumed = train(loading.load_solver(folder / "solver.yaml"), TrainOptions(log=False),
@@ -150,7 +150,7 @@ def test_weights_and_caffe_export_keep_the_sharing(trained, tmp_path):
     loaded = deploy.load_for_inference(caffemodel).net.blobs_by_layer()
     assert loaded["rec1"][0] is loaded["rec2"][0]
     np.testing.assert_array_equal(loaded["rec2"][0], snapshot.load_model(model_path)
-                                  .blobs["rec2"][0])
+                                  .read_blobs()["rec2"][0])
     fresh = recursive_net(seed=9)
     fresh.copy_from({name: [torch.from_numpy(blob) for blob in blobs]
                      for name, blobs in stored.items()}, caffemodel)

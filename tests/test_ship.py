@@ -65,5 +65,6 @@ def test_models_keep_their_training_data_scale_and_ship_fills_it_in_for_older_on
     assert result.returncode == 0, result.stderr
     shipped = snapshot.load_model(tmp_path / "models" / "tiny_x3.model")
     assert shipped.scale == 3 and shipped.iteration == 10
-    assert all(np.array_equal(a, b) for layer in older.blobs
-               for a, b in zip(older.blobs[layer], shipped.blobs[layer]))
+    older_blobs, shipped_blobs = older.read_blobs(), shipped.read_blobs()
+    assert all(np.array_equal(a, b) for layer in older_blobs
+               for a, b in zip(older_blobs[layer], shipped_blobs[layer]))

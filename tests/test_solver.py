@@ -92,9 +92,11 @@ def test_logs_and_plot(tmp_path):
     assert "Iteration 5 (" in out and "iter/s" in out and "s/5 iters), loss = " in out
     assert "Iteration 5, lr = 0.001" in out
     assert "Test net output #0: loss = " in out and "Test net output #1: psnr = " in out
+    # Caffe's Solve() ends with a forward pass: display divides max_iter, so iteration 20's line
+    assert "] Iteration 20, loss = " in out
     records = [json.loads(line) for line in
                (tmp_path / "run" / "tiny_log.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in records if "loss" in r] == [0, 5, 10, 15]
+    assert [r["iteration"] for r in records if "loss" in r] == [0, 5, 10, 15, 20]
     assert [r["iteration"] for r in records if "test_psnr" in r] == [0, 10, 20]
     assert all({"lr", "seconds"} <= r.keys() for r in records if "loss" in r)
     plotted = run_cli("plot", tmp_path / "run")

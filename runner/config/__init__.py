@@ -2,7 +2,9 @@
 single place where every key stands with its type, default and meaning; `loading.py` validates a
 YAML or prototxt file into those objects once (nothing downstream touches raw dicts), with its
 bytes read as Caffe reads them (`text.py`) and Caffe's legacy forms upgraded on the way
-(`upgrade.py`); `caffe_proto.py` is the Caffe prototxt side of the same schema.
+(`upgrade.py`); `caffe_proto.py` is the Caffe prototxt side of the same schema; `memory.py` is
+the machine's memory, the bound every declared size is checked against before anything is
+allocated.
 
 May import: runner.errors
 """

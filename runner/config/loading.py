@@ -1,35 +1,73 @@
 """Read net, solver and prep files (YAML, or Caffe prototxt text) into validated schema objects,
 legacy forms upgraded on the way (runner/config/upgrade.py)."""
+import os
+import stat
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from runner.config import caffe_proto, schema, text, upgrade
+from runner.config import caffe_proto, memory, schema, text, upgrade
 from runner.errors import UserError
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PROTOTXT_SUFFIXES = (".prototxt", ".pt", ".txt")
+# Config files are kilobytes; anything this large is not one, and is not read into memory.
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def read_bytes(path, what, limit):
+    """A file's bytes, or a UserError naming the file. Only a regular file is read (opening a
+    FIFO would wait forever), and only when it holds at most `limit` bytes."""
+    path = Path(path)
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+            status = os.fstat(stream.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise UserError(path, f"is not a regular file (a {what} must be one)")
+            data = stream.read() if status.st_size <= limit else b""
+            size = max(status.st_size, len(data))
+    except FileNotFoundError:
+        raise UserError(path, "no such file") from None
+    except IsADirectoryError:
+        raise UserError(path, f"is a folder, not a {what}") from None
+    except OSError as error:
+        raise UserError(path, f"cannot read ({error.strerror})") from None
+    if size > limit:
+        raise UserError(path, f"is larger than {memory.describe_bytes(limit)}, too large for "
+                        f"a {what}")
+    return data
 
 
 def is_yaml(source):
     return Path(source).suffix.lower() in YAML_SUFFIXES
 
 
-def read_text(path):
-    """A config file's text (comments may hold bytes that are not UTF-8: runner/config/text.py),
-    or a UserError naming the file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(path, "no such file") from None
-    except IsADirectoryError:
-        raise UserError(path, "is a folder, not a config file") from None
-    except OSError as error:
-        raise UserError(path, error.strerror) from None
-    return text.decode(data, path, yaml_rules=is_yaml(path))
+def read_text(path, what="config file"):
+    """A text file's contents (a config file, or another `what`): read_bytes, then UTF-8
+    except in comments, which may hold other bytes (runner/config/text.py)."""
+    return text.decode(read_bytes(path, what, MAX_CONFIG_BYTES), path,
+                       yaml_rules=is_yaml(path))
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"     # `<<: *defaults`, whose keys a mapping may override
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error, as a
+    prototxt that repeats a non-repeated field is, rather than the last value silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _plain_data(message_class, config_text, source):
@@ -41,7 +79,9 @@ def _plain_data(message_class, config_text, source):
         raise UserError(source, f"unknown config format {suffix!r}: use "
                         f"{', '.join(YAML_SUFFIXES + PROTOTXT_SUFFIXES)}")
     try:
-        return yaml.safe_load(config_text)
+        return yaml.load(config_text, Loader=UniqueKeyLoader)
+    except RecursionError:
+        raise UserError(source, "invalid YAML: nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from runner.config import memory
 from runner.errors import UserError, did_you_mean
 
 
@@ -40,20 +41,26 @@ DIM_CHECK_MODE = ProtoEnum("DimCheckMode", ("STRICT", "PERMISSIVE"))
 # proto scalar type -> the Python type a config value must have
 SCALAR_TYPES = {"string": str, "bool": bool, "float": float, "double": float,
                 "int32": int, "uint32": int, "int64": int}
+# the values each integer type holds: YAML is held to them exactly as protobuf holds a prototxt
+INTEGER_RANGES = {"int32": (-2 ** 31, 2 ** 31 - 1), "uint32": (0, 2 ** 32 - 1),
+                  "int64": (-2 ** 63, 2 ** 63 - 1)}
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def option(number, kind, doc, default=None, *, repeated=False, choices=(), minimum=None,
-           packed=False, checked_first=False):
+           packed=False, checked_first=False, allocates=False):
     """Declare one key: Caffe field number, proto type (or enum/message class), one-line meaning.
 
     `default` is Caffe's default; None means "not set" (proto2 has_field false).
     `choices` restricts a string's values; `minimum` bounds a number from below.
     `checked_first`: validated before the message's other keys (a layer's type, so that an
     unsupported type is reported as such, not as an unknown key of its parameters).
+    `allocates`: the net holds at least this many float32 values because of the key alone
+    (channels, samples), so a value whose floats exceed the machine's memory is refused here.
     """
     metadata = {"number": number, "kind": kind, "doc": doc, "repeated": repeated,
                 "choices": tuple(choices), "minimum": minimum, "packed": packed,
-                "checked_first": checked_first}
+                "checked_first": checked_first, "allocates": allocates}
     if repeated:
         items = tuple(default or ())
         return field(default_factory=lambda: list(items), metadata=metadata)
@@ -122,7 +129,8 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class ConvolutionParameter:
-    num_output: int = option(1, "uint32", "number of output channels", minimum=1)
+    num_output: int = option(1, "uint32", "number of output channels", minimum=1,
+                             allocates=True)
     bias_term: bool = option(2, "bool", "whether to add a learned bias", True)
     pad: list = option(3, "uint32", "zero padding on each side (one value, or H and W)",
                        repeated=True)
@@ -147,7 +155,7 @@ class ConvolutionParameter:
 @dataclass(frozen=True)
 class HDF5DataParameter:
     source: str = option(1, "string", "text file listing the .h5 files to read, one per line")
-    batch_size: int = option(2, "uint32", "samples per batch", minimum=1)
+    batch_size: int = option(2, "uint32", "samples per batch", minimum=1, allocates=True)
     shuffle: bool = option(3, "bool", "visit samples in a new random order every epoch", False)
     dataset: list = option(1000, "string", "srcaffe extension: the HDF5 dataset read for each "
                            "top, in order (default: the top names, as in Caffe)", repeated=True)
@@ -189,7 +197,7 @@ class PoolingParameter:
 
 @dataclass(frozen=True)
 class InnerProductParameter:
-    num_output: int = option(1, "uint32", "number of outputs", minimum=1)
+    num_output: int = option(1, "uint32", "number of outputs", minimum=1, allocates=True)
     bias_term: bool = option(2, "bool", "whether to add a learned bias", True)
     weight_filler: FillerParameter = option(3, FillerParameter, "initial weights")
     bias_filler: FillerParameter = option(4, FillerParameter, "initial biases")
@@ -484,7 +492,7 @@ class SolverParameter:
     test_net: list = option(2, "string", "net file(s) for testing only (instead of `net`)",
                             repeated=True)
     test_iter: list = option(3, "int64", "batches per test pass, one entry per test net",
-                             repeated=True)
+                             repeated=True, minimum=1)
     test_interval: int = option(4, "int64", "iterations between test passes (0: never)", 0,
                                 minimum=0)
     test_initialization: bool = option(32, "bool", "also test before the first iteration", True)
@@ -573,8 +581,9 @@ def is_message(kind):
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
 
 
-def _check_scalar(value, kind, choices, minimum, source, path):
+def _check_scalar(value, kind, meta, source, path):
     """The value converted to the key's Python type, or a UserError saying what is wrong."""
+    choices, minimum = meta["choices"], meta["minimum"]
     if isinstance(kind, ProtoEnum):
         if value not in kind.values:
             raise UserError(source, f"{path}: {value!r} is not one of {', '.join(kind.values)}")
@@ -587,10 +596,19 @@ def _check_scalar(value, kind, choices, minimum, source, path):
         raise UserError(source, f"{path}: expected {kind}, got {type(value).__name__} {value!r}")
     if expected is float and not math.isfinite(value):
         raise UserError(source, f"{path}: expected a finite number, got {value!r}")
-    if kind == "uint32" and value < 0:
-        raise UserError(source, f"{path}: must not be negative, got {value}")
+    if kind == "float" and abs(value) > FLOAT32_MAX:
+        raise UserError(source, f"{path}: {value!r} is out of range for float (at most "
+                        f"{FLOAT32_MAX:.8g} either side of 0)")
+    if kind in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[kind]
+        if not low <= value <= high:
+            raise UserError(source, f"{path}: {value} is out of range for {kind} ({low} to "
+                            f"{high})")
     if minimum is not None and value < minimum:
         raise UserError(source, f"{path}: must be at least {minimum}, got {value}")
+    if meta["allocates"]:
+        memory.check_fits(value * memory.FLOAT32_BYTES, source,
+                          f"{path}: {value} (at least {value} float32 values)")
     if choices and value not in choices:
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
         raise UserError(source, f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
@@ -645,7 +663,7 @@ def _convert(key, value, source, path):
 def _convert_one(kind, meta, value, source, path):
     if is_message(kind):
         return from_mapping(kind, value, source, path)
-    return _check_scalar(value, kind, meta["choices"], meta["minimum"], source, path)
+    return _check_scalar(value, kind, meta, source, path)
 
 
 def field_default(key):

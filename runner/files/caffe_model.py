@@ -11,17 +11,20 @@ a `shape`, which Caffe reads as 0-d and OpenCV as one value (OpenCV 4 rejects an
 Caffe keeps the net beside the weights, in a prototxt: the net of `X.caffemodel` is read from
 `X.prototxt` next to it, the deploy net `runner export` writes there (`read_model`).
 """
+import math
 from pathlib import Path
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from runner.config import caffe_proto, loading, schema
+from runner.config import caffe_proto, loading, memory, schema
 from runner.errors import UserError
 from runner.files import snapshot
 
 SUFFIX = ".caffemodel"
 NET_SUFFIX = ".prototxt"
+# protobuf parses no message larger than this (Caffe's own limit too: INT_MAX bytes)
+MAX_MESSAGE_BYTES = 2 ** 31 - 1
 
 
 def _caffe_shape(layer, shape):
@@ -62,6 +65,19 @@ def _blob_shape(blob):
     return tuple(blob.shape.dim)
 
 
+def _check_blob(layer, index, blob, source):
+    """A blob's shape, checked to be one its values fill (Python integers: a product beyond
+    int64 is just a large number here)."""
+    shape = _blob_shape(blob)
+    if any(size < 0 for size in shape):
+        raise UserError(source, f"layer {layer.name!r}: blob {index} has a negative size in its "
+                        f"shape {shape}")
+    if math.prod(shape) != len(blob.data):
+        raise UserError(source, f"layer {layer.name!r}: blob {index} holds {len(blob.data)} "
+                        f"float values, its shape {shape} needs {math.prod(shape)}")
+    return shape
+
+
 def parse_caffemodel(data, source):
     """{layer name: [float32 arrays in our layouts]} of the layers of a .caffemodel's bytes that
     hold blobs; a UserError for anything that is not a readable NetParameter with layers."""
@@ -83,11 +99,7 @@ def parse_caffemodel(data, source):
             raise UserError(source, f"two layers with parameters are named {layer.name!r}")
         blobs[layer.name] = []
         for index, blob in enumerate(layer.blobs):
-            shape = _blob_shape(blob)
-            if int(np.prod(shape)) != len(blob.data):
-                raise UserError(source, f"layer {layer.name!r}: blob {index} holds "
-                                f"{len(blob.data)} float values, its shape {shape} needs "
-                                f"{int(np.prod(shape))}")
+            shape = _check_blob(layer, index, blob, source)
             array = np.array(blob.data, dtype=np.float32).reshape(shape)
             blobs[layer.name].append(array.reshape(_our_shape(layer.type, shape)))
     return blobs
@@ -104,13 +116,9 @@ def read_model(path, need_net=True):
     path = Path(path)
     if path.suffix != SUFFIX:
         return snapshot.load_model(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(path, "no such .caffemodel file") from None
-    except OSError as error:
-        raise UserError(path, f"cannot read ({error.strerror})") from None
-    blobs = parse_caffemodel(data, path)
+    # parsing holds the file's bytes and the message they decode to
+    limit = min(MAX_MESSAGE_BYTES, memory.available_bytes() // 2)
+    blobs = parse_caffemodel(loading.read_bytes(path, ".caffemodel file", limit), path)
     prototxt = net_file(path)
     if not need_net:
         return snapshot.ModelFile(blobs)

@@ -4,14 +4,17 @@ A `.model` holds each layer's parameter blobs under `data/<layer>/<index>` (Caff
 `snapshot_format: HDF5` layout) plus the net's config text. A `.solverstate` holds what a
 resume needs to continue exactly: iteration, the model file's name and sha256, the update
 rule's history, current_step, every random generator and data reader position, and the
-solver and net texts. Reading either can never execute code: it is arrays and strings only.
-Both are written to a temporary name and renamed, so a crash mid-write leaves the previous
-pair intact.
+solver and net texts. Reading either can never execute code: it is arrays and strings only,
+reached through `runner/files/safe_hdf5.py` (nothing outside the file, nothing read before its
+shape is checked), and each dataset and attribute set carries its sha256, checked on load.
+Both are written to a temporary name, flushed and renamed, so a crash mid-write leaves the
+previous pair intact; what a killed run leaves behind is removed by the next
+(`remove_leftovers`).
 """
 import contextlib
+import glob
 import hashlib
-import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +22,15 @@ import h5py
 import numpy as np
 
 from runner.errors import UserError
+from runner.files import outputs, safe_hdf5
+from runner.files.safe_hdf5 import StoredArray
 
-MODEL_FORMAT = "srcaffe-model-1"
-SOLVERSTATE_FORMAT = "srcaffe-solverstate-1"
+MODEL_FORMAT = "srcaffe-model-2"
+SOLVERSTATE_FORMAT = "srcaffe-solverstate-2"
+# format -> whether its datasets and attributes carry checksums (format 1 predates them)
+MODEL_FORMATS = {"srcaffe-model-1": False, MODEL_FORMAT: True}
+SOLVERSTATE_FORMATS = {"srcaffe-solverstate-1": False, SOLVERSTATE_FORMAT: True}
+MODEL_KIND, SOLVERSTATE_KIND = "model file", "solverstate file"
 
 
 def snapshot_paths(prefix, iteration):
@@ -44,52 +53,82 @@ def atomic_h5(path):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-        os.close(handle)
     except OSError as error:
         raise UserError(path.parent, f"cannot write here ({error.strerror})") from None
+    temporary = outputs.temporary_beside(path)
     try:
         with h5py.File(temporary, "w", track_order=True) as h5:
             yield h5
-        os.replace(temporary, path)
+        outputs.commit(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        temporary.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _reading(path, kind):
-    """Open a snapshot file; any sign of damage becomes one UserError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(path, f"no such {kind} file")
-    try:
-        with h5py.File(path, "r") as h5:
-            yield h5
-    except UserError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise UserError(path, f"not a valid {kind} file (damaged or not HDF5: "
-                        f"{str(error).splitlines()[0]})") from None
+def remove_leftovers(prefix):
+    """Remove the temporaries of this prefix's snapshots that a killed run left behind;
+    returns their paths."""
+    prefix = Path(prefix)
+    return outputs.remove_stale_temporaries(prefix.parent, re.escape(prefix.name) + r"_iter_\d+")
 
 
-def _check_format(h5, path, expected, kind):
+def _format_sealed(h5, path, formats, kind):
+    """Whether a file of one of `formats` carries checksums; a UserError for another format."""
     found = h5.attrs.get("format")
-    if found != expected:
-        raise UserError(path, f"not a {kind} file (format {found!r}, expected {expected!r})")
+    if found not in formats:
+        raise UserError(path, f"not a {kind} (format {found!r}, expected {list(formats)[-1]!r})")
+    if formats[found]:
+        safe_hdf5.verify_attributes(h5, path)
+    return formats[found]
+
+
+def check_blob_shapes(theirs, ours, where):
+    """A UserError unless every layer both name has blobs of the same shapes (layer name ->
+    list of objects with a `shape`): what Caffe's CopyTrainedLayersFrom checks."""
+    for name in [name for name in ours if name in theirs]:
+        if len(theirs[name]) != len(ours[name]):
+            raise UserError(where, f"layer {name!r}: {len(theirs[name])} blobs in the source, "
+                            f"{len(ours[name])} in the net")
+        for index, (their_blob, our_blob) in enumerate(zip(theirs[name], ours[name])):
+            if tuple(their_blob.shape) != tuple(our_blob.shape):
+                raise UserError(where, f"layer {name!r}: blob {index} has shape "
+                                f"{tuple(their_blob.shape)} in the source but "
+                                f"{tuple(our_blob.shape)} in the net")
+
+
+def read_array(blob, expected_shape=None, dtype=np.float32, where=""):
+    """A blob's values as `dtype`: an array as it is, a StoredArray read from its file; when
+    `expected_shape` is given, a UserError naming the file (else `where`) unless the blob has
+    that shape, found before anything is read."""
+    if isinstance(blob, StoredArray):
+        return blob.read(expected_shape, dtype)
+    if expected_shape is not None and tuple(np.shape(blob)) != tuple(expected_shape):
+        raise UserError(where, f"an array has shape {tuple(np.shape(blob))}, expected "
+                        f"{tuple(expected_shape)}")
+    return np.asarray(blob, dtype)
 
 
 @dataclass
 class ModelFile:
     """The weights of a net by Caffe layer name, and what the model was trained as."""
 
-    blobs: dict                       # layer name -> list of numpy arrays (weights, bias, ...)
+    blobs: dict                       # layer name -> list of arrays (weights, bias, ...), or of
+                                      # StoredArray when loaded: read by read_blobs
     net_text: str = ""                # the net config it was trained with
     net_source: str = ""              # that config's file name (its suffix tells the format)
     iteration: int = 0
     scale: int = 0                    # the training data's upscaling factor (0: not known); the
                                       # only record of it for a net without a Deconvolution
+
+    def read_blobs(self, net_blobs=None, where=""):
+        """{layer: [float32 arrays]} of the layers both here and in `net_blobs` (layer name ->
+        the blobs, or anything with their shapes, that a net holds; None: every layer here),
+        each checked to have the net's shape before anything is read; other layers are not
+        read at all."""
+        if net_blobs is None:
+            net_blobs = self.blobs
+        check_blob_shapes(self.blobs, net_blobs, where)
+        return {layer: [read_array(blob) for blob in blobs] for layer, blobs in self.blobs.items()
+                if layer in net_blobs}
 
 
 def save_model(path, model):
@@ -97,25 +136,39 @@ def save_model(path, model):
         h5.attrs.update(format=MODEL_FORMAT, net_text=model.net_text,
                         net_source=model.net_source, iteration=model.iteration,
                         scale=model.scale)
+        safe_hdf5.seal_attributes(h5)
         data = h5.create_group("data", track_order=True)
         for layer, blobs in model.blobs.items():
             group = data.create_group(layer, track_order=True)
             for index, blob in enumerate(blobs):
-                group.create_dataset(str(index), data=np.asarray(blob, dtype=np.float32))
+                safe_hdf5.seal_dataset(group, str(index), read_array(blob))
+
+
+def _indexed(group, path, kind, sealed):
+    """StoredArrays of a group's datasets `0`, `1`, ... in order."""
+    return [StoredArray.of(safe_hdf5.member(group, str(index), path), path, kind, sealed)
+            for index in range(len(group))]
 
 
 def load_model(path):
-    with _reading(path, "model") as h5:
-        _check_format(h5, path, MODEL_FORMAT, "model")
-        blobs = {layer: [np.asarray(group[str(index)]) for index in range(len(group))]
-                 for layer, group in h5["data"].items()}
-        return ModelFile(blobs, str(h5.attrs["net_text"]), str(h5.attrs["net_source"]),
-                         int(h5.attrs["iteration"]), int(h5.attrs.get("scale", 0)))
+    """The ModelFile of a `.model`: its attributes read and checked, its blobs found and
+    checked but not yet read (ModelFile.read_blobs)."""
+    with safe_hdf5.opened(path, MODEL_KIND) as h5:
+        sealed = _format_sealed(h5, path, MODEL_FORMATS, MODEL_KIND)
+        layers = safe_hdf5.members(safe_hdf5.member(h5, "data", path, h5py.Group), path,
+                                   h5py.Group)
+        return ModelFile({layer: _indexed(group, path, MODEL_KIND, sealed)
+                          for layer, group in layers.items()},
+                         safe_hdf5.text_attribute(h5, "net_text", path),
+                         safe_hdf5.text_attribute(h5, "net_source", path),
+                         safe_hdf5.count_attribute(h5, "iteration", path),
+                         safe_hdf5.count_attribute(h5, "scale", path, default=0))
 
 
 @dataclass
 class SolverState:
-    """Everything a resume needs, Caffe's SolverState fields first."""
+    """Everything a resume needs, Caffe's SolverState fields first. Loaded from a file, its
+    arrays are StoredArray, read (with their shapes checked) by the solver that resumes."""
 
     iteration: int
     learned_net: str                  # the .model file's name, next to the solverstate
@@ -128,6 +181,17 @@ class SolverState:
     random_states: dict = field(default_factory=dict)   # name -> uint8 array
     readers: dict = field(default_factory=dict)          # feeder key -> HDF5Feeder.state()
 
+    def arrays(self):
+        """Every array it holds: history, generators, reader orders and generators."""
+        return [*self.history, *self.random_states.values(),
+                *(reader[name] for reader in self.readers.values()
+                  for name in ("order", "generator"))]
+
+    @property
+    def stored_names(self):
+        """The recorded names of the solver and net texts it stores (errors.stored_in)."""
+        return [self.solver_source, *(path for path, _ in self.net_files)]
+
 
 def save_solverstate(path, state):
     with atomic_h5(path) as h5:
@@ -138,60 +202,99 @@ def save_solverstate(path, state):
                         solver_text=state.solver_text,
                         net_paths=[path for path, _ in state.net_files],
                         net_texts=[text for _, text in state.net_files])
+        safe_hdf5.seal_attributes(h5)
         history = h5.create_group("history", track_order=True)
         for index, blob in enumerate(state.history):
-            history.create_dataset(str(index), data=np.asarray(blob))
+            safe_hdf5.seal_dataset(history, str(index), read_array(blob))
         randoms = h5.create_group("random_states", track_order=True)
         for name, value in state.random_states.items():
-            randoms.create_dataset(name, data=np.asarray(value, dtype=np.uint8))
+            safe_hdf5.seal_dataset(randoms, name, read_array(value, dtype=np.uint8))
         readers = h5.create_group("readers", track_order=True)
         for key, reader in state.readers.items():
             group = readers.create_group(key)
-            group.create_dataset("order", data=reader["order"])
-            group.create_dataset("generator", data=reader["generator"])
+            safe_hdf5.seal_dataset(group, "order", read_array(reader["order"], dtype=np.int64))
+            safe_hdf5.seal_dataset(group, "generator",
+                                   read_array(reader["generator"], dtype=np.uint8))
             group.attrs.update(cursor=reader["cursor"], epoch=reader["epoch"])
+            safe_hdf5.seal_attributes(group)
+
+
+def _reader(group, path, sealed):
+    if sealed:
+        safe_hdf5.verify_attributes(group, path)
+    return {name: StoredArray.of(safe_hdf5.member(group, name, path), path, SOLVERSTATE_KIND,
+                                 sealed) for name in ("order", "generator")} | \
+        {name: safe_hdf5.count_attribute(group, name, path) for name in ("cursor", "epoch")}
 
 
 def load_solverstate(path):
-    with _reading(path, "solverstate") as h5:
-        _check_format(h5, path, SOLVERSTATE_FORMAT, "solverstate")
-        attrs = h5.attrs
-        readers = {key: {"order": np.asarray(group["order"]),
-                         "generator": np.asarray(group["generator"]),
-                         "cursor": int(group.attrs["cursor"]),
-                         "epoch": int(group.attrs["epoch"])}
-                   for key, group in h5["readers"].items()}
+    """The SolverState of a `.solverstate`: attributes read and checked, arrays found and
+    checked but not yet read."""
+    with safe_hdf5.opened(path, SOLVERSTATE_KIND) as h5:
+        sealed = _format_sealed(h5, path, SOLVERSTATE_FORMATS, SOLVERSTATE_KIND)
+        net_paths = safe_hdf5.texts_attribute(h5, "net_paths", path)
+        net_texts = safe_hdf5.texts_attribute(h5, "net_texts", path)
+        if len(net_paths) != len(net_texts):
+            raise UserError(path, f"holds {len(net_paths)} net paths but {len(net_texts)} net "
+                            "texts")
+
+        def group(name):
+            return safe_hdf5.member(h5, name, path, h5py.Group)
+
         return SolverState(
-            iteration=int(attrs["iter"]), learned_net=str(attrs["learned_net"]),
-            learned_net_sha256=str(attrs["learned_net_sha256"]),
-            current_step=int(attrs["current_step"]),
-            history=[np.asarray(h5["history"][str(index)])
-                     for index in range(len(h5["history"]))],
-            solver_source=str(attrs["solver_source"]), solver_text=str(attrs["solver_text"]),
-            net_files=list(zip(map(str, attrs["net_paths"]), map(str, attrs["net_texts"]))),
-            random_states={name: np.asarray(value)
-                           for name, value in h5["random_states"].items()},
-            readers=readers)
+            iteration=safe_hdf5.count_attribute(h5, "iter", path),
+            learned_net=safe_hdf5.text_attribute(h5, "learned_net", path),
+            learned_net_sha256=safe_hdf5.text_attribute(h5, "learned_net_sha256", path),
+            current_step=safe_hdf5.count_attribute(h5, "current_step", path),
+            history=_indexed(group("history"), path, SOLVERSTATE_KIND, sealed),
+            solver_source=safe_hdf5.text_attribute(h5, "solver_source", path),
+            solver_text=safe_hdf5.text_attribute(h5, "solver_text", path),
+            net_files=list(zip(net_paths, net_texts)),
+            random_states={name: StoredArray.of(dataset, path, SOLVERSTATE_KIND, sealed)
+                           for name, dataset in safe_hdf5.members(group("random_states"),
+                                                                  path).items()},
+            readers={key: _reader(reader, path, sealed) for key, reader
+                     in safe_hdf5.members(group("readers"), path, h5py.Group).items()})
 
 
 def model_of(state_path, state):
     """The .model a solverstate belongs to, checked to be present and unchanged."""
+    if not state.learned_net or Path(state.learned_net).name != state.learned_net:
+        raise UserError(state_path, f"its model file name {state.learned_net!r} is not a plain "
+                        "file name (the model lies beside its solverstate)")
     model_path = Path(state_path).parent / state.learned_net
     if not model_path.is_file():
         raise UserError(state_path, f"its model file {model_path} is missing")
-    if file_sha256(model_path) != state.learned_net_sha256:
+    try:
+        unchanged = file_sha256(model_path) == state.learned_net_sha256
+    except OSError as error:
+        raise UserError(model_path, f"cannot read ({error.strerror})") from None
+    if not unchanged:
         raise UserError(state_path, f"its model file {model_path} has changed since the "
                         "snapshot (sha256 differs)")
     return model_path
 
 
+def _snapshots(prefix, suffix=".model"):
+    """(iteration, path) of every `<prefix>_iter_<N><suffix>`, by iteration."""
+    prefix = Path(prefix)
+    found = []
+    for path in prefix.parent.glob(f"{glob.escape(prefix.name)}_iter_*{suffix}"):
+        number = path.stem.rsplit("_iter_", 1)[-1]
+        if number.isdigit():
+            found.append((int(number), path))
+    return sorted(found)
+
+
 def newest_snapshot(prefix, suffix=".model"):
     """The highest-iteration `<prefix>_iter_<N><suffix>` (a .model, or a .solverstate), or
     None."""
-    prefix = Path(prefix)
-    candidates = []
-    for path in prefix.parent.glob(f"{prefix.name}_iter_*{suffix}"):
-        number = path.stem.rsplit("_iter_", 1)[-1]
-        if number.isdigit():
-            candidates.append((int(number), path))
-    return max(candidates)[1] if candidates else None
+    snapshots = _snapshots(prefix, suffix)
+    return snapshots[-1][1] if snapshots else None
+
+
+def models_without_state(prefix):
+    """The `<prefix>_iter_<N>.model` files that have no `.solverstate` beside them (a run
+    killed between writing the two), by iteration."""
+    return [path for _, path in _snapshots(prefix)
+            if not path.with_suffix(".solverstate").exists()]

@@ -78,8 +78,11 @@ def dataset_folder(name, root=None, listing=None):
 
 def image_files(folder):
     """The image files of a dataset folder, sorted by name; a folder without any is an error."""
-    files = sorted(path for path in Path(folder).iterdir()
-                   if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        files = sorted(path for path in Path(folder).iterdir()
+                       if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as error:
+        raise UserError(folder, f"cannot list the folder ({error.strerror})") from None
     if not files:
         raise UserError(folder, f"holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files

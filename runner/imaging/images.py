@@ -9,6 +9,7 @@ import os
 import cv2
 import numpy as np
 
+from runner.config import loading, memory
 from runner.errors import UserError
 from runner.imaging import matlab
 
@@ -31,15 +32,25 @@ def native_stderr_silenced():
         os.close(saved)
 
 
+def imdecode(data, where):
+    """cv2.imdecode of file bytes as they are (None when OpenCV cannot decode them); what
+    OpenCV refuses (an image over its pixel limit) is a UserError naming `where`."""
+    if not data:    # cv2.imdecode asserts on an empty buffer
+        return None
+    try:
+        with native_stderr_silenced():
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        detail = error.err if hasattr(error, "err") else str(error).strip().splitlines()[-1]
+        raise UserError(where, f"OpenCV cannot decode it: {detail}") from None
+
+
 def decode_image(data, where):
     """Decode image file bytes into uint8 (H, W) grayscale or (H, W, 3) BGR; alpha is dropped.
 
     16-bit images are scaled to 8 bits as MATLAB's im2uint8 does. `where` names the file in errors.
     """
-    image = None
-    if data:    # cv2.imdecode asserts on an empty buffer
-        with native_stderr_silenced():
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    image = imdecode(data, where)
     if image is None or image.size == 0:
         raise UserError(where, "not a readable image")
     if image.dtype == np.uint16:
@@ -54,12 +65,9 @@ def decode_image(data, where):
 
 
 def read_bytes(path):
-    """A file's bytes; an unreadable file is a UserError naming it."""
-    try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except OSError as error:
-        raise UserError(path, f"cannot read ({error.strerror})") from None
+    """An image file's bytes; an unreadable file (or not a regular one) is a UserError naming
+    it."""
+    return loading.read_bytes(path, "image file", memory.available_bytes())
 
 
 def read_image(path):

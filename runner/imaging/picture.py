@@ -5,15 +5,20 @@ has: pixels are float64 in 0..255 units whatever the bit depth (16-bit values / 
 im2uint8 scales; predict's results are float32, runner/infer/colour.py), an alpha channel rides along,
 and the file written back has the input's bit depth.
 OpenCV decodes: colour is BGR, a CMYK JPEG arrives converted to BGR, a palette PNG expanded.
+An image's size is read from its header first (Pillow reads headers without decoding), so that
+predict can refuse one beyond its pixel limit before a single pixel is allocated.
 """
 from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from runner.errors import UserError
 from runner.imaging import matlab
-from runner.imaging.images import UINT16_PER_UINT8, native_stderr_silenced, read_bytes
+from runner.imaging.images import UINT16_PER_UINT8, imdecode, read_bytes
+
+UNREADABLE = "not a readable image (unknown format, damaged or truncated)"
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,29 @@ class Picture:
                        alpha=None if self.alpha is None else function(self.alpha))
 
 
+def declared_size(path):
+    """(height, width) that an image file's header declares, read without decoding pixels."""
+    try:
+        stream = open(path, "rb")
+    except OSError as error:
+        raise UserError(path, f"cannot read ({error.strerror})") from None
+    # the caller checks its own pixel limit: Pillow's bomb check would hide the size
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with stream, Image.open(stream) as image:
+            width, height = image.size
+    except (OSError, ValueError, EOFError):     # Pillow's UnidentifiedImageError is an OSError
+        raise UserError(path, UNREADABLE) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return height, width
+
+
 def decode(data, where):
     """A Picture from image file bytes; anything unreadable is a UserError naming `where`."""
-    with native_stderr_silenced():
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    image = imdecode(data, where)
     if image is None or image.size == 0:
-        raise UserError(where, "not a readable image (unknown format, damaged or truncated)")
+        raise UserError(where, UNREADABLE)
     return from_array(image, where)
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from runner.config import loading, schema
-from runner.errors import UserError
+from runner.errors import UserError, stored_in
 from runner.files import caffe_model
-from runner.net import builder, fast_paths, feeds, structure
+from runner.net import builder, devices, fast_paths, feeds, structure
 from runner.net.layers import registry
 
 # The shape a deploy net is built and checked for; it runs on any image size at run time.
@@ -114,18 +114,6 @@ def receptive_width(net):
     return math.ceil(width)
 
 
-def torch_device(name):
-    """A torch device from a name (cpu, cuda, cuda:N), checked to exist here."""
-    try:
-        chosen = torch.device(name)
-    except RuntimeError as error:
-        raise UserError("--device", f"{name!r} is not a device ({error})") from None
-    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
-        raise UserError("--device", f"{name}: no such CUDA device (this machine has "
-                        f"{torch.cuda.device_count()})")
-    return chosen
-
-
 @dataclass(frozen=True)
 class Geometry:
     """How a deploy net's output follows its input along each axis: out = factor * in - shrink.
@@ -190,22 +178,28 @@ class InferenceModel:
 
 
 def model_net(path, model=None):
-    """The NetParameter a .model file was trained with (its stored net text)."""
+    """The NetParameter a .model file was trained with (its stored net text); errors in that
+    text name the model file."""
     model = model or caffe_model.read_model(path)
     if not model.net_text:
         raise UserError(path, "holds no net description (not made by runner train?)")
-    return loading.parse_config(schema.NetParameter, model.net_text,
-                               model.net_source or "net.yaml")
+    source = model.net_source or "net.yaml"
+    # a .model stores its net's text; a .caffemodel's net is the prototxt beside it
+    stored = [source] if Path(path).suffix != caffe_model.SUFFIX else []
+    with stored_in(path, stored):
+        return loading.parse_config(schema.NetParameter, model.net_text, source)
 
 
 def trained_deploy_net(path, model):
     """(trained NetParameter, its deploy NetParameter, the deploy Net holding the model's
-    weights), every parameter blob checked to be in the file with the net's shape."""
+    weights), every parameter blob checked to be in the file with the net's shape before it
+    is read."""
     trained = model_net(path, model)
     deploy = deploy_net(trained, source=str(path))
     module = builder.Net(deploy, "TEST", source=str(path))
-    copied = module.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
-                               for layer, blobs in model.blobs.items()}, path)
+    blobs = model.read_blobs(module.blobs_by_layer(), path)
+    copied = module.copy_from({layer: [torch.from_numpy(blob) for blob in layer_blobs]
+                               for layer, layer_blobs in blobs.items()}, path)
     missing = sorted(set(module.blobs_by_layer()) - set(copied))
     if missing:
         raise UserError(path, f"holds no weights for layer {missing[0]!r}")
@@ -227,7 +221,7 @@ def load_for_inference(model_path, device="cpu", scale=None):
                             "Deconvolution) and the file does not say its scale: give --scale")
         scale = model.scale
     module.eval().requires_grad_(False)
-    device = torch_device(device)
+    device = devices.torch_device(device)
     fast_paths.keep_freed_memory()
     module = fast_paths.preferred_layout(module.to(device), device)
     return InferenceModel(module, input_blob(deploy, str(path)), output_blob(deploy),

@@ -45,6 +45,16 @@ def open_video(path):
     return capture
 
 
+def frame_size(path):
+    """(height, width) of a video's frames, as its container declares them."""
+    capture = open_video(path)
+    try:
+        return (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    finally:
+        capture.release()
+
+
 def predict_video(model, path, out_path, tile_size=tiles.DEFAULT_TILE_SIZE, progress=True):
     """Write `out_path`: every frame of `path` super-resolved, at the input's frame rate."""
     capture = open_video(path)

@@ -1,7 +1,8 @@
 """Floor 4, net: a NetParameter built into a torch Module. `builder.py` builds one phase as Caffe's
 Net::Init does; `structure.py` says which layers a phase has; `feeds.py` gives the shapes of the
 blobs data layers feed; `layers/` holds one module per Caffe layer family and the registry;
-`fillers.py` the weight fillers; `fast_paths.py` the faster kernels the layers compute with.
+`fillers.py` the weight fillers; `fast_paths.py` the faster kernels the layers compute with;
+`devices.py` the devices a net may run on, checked to exist here.
 
 May import: runner.errors, runner.config, runner.files
 """

@@ -10,15 +10,20 @@ the owner's blob (same shape, or same count under PERMISSIVE, which is refused h
 shapes agree), so their gradients add up in it; its lr_mult and decay_mult are the value any
 sharer sets (Caffe refuses two different ones; here a value left at the default 1 counts as
 unset). Data layers (HDF5Data, Input) build no module: their tops are fed to `forward` from
-outside (runner/train/feeder.py in training, runner/net/feeds.py for their shapes).
+outside (runner/train/feeder.py in training, runner/net/feeds.py for their shapes). Before any
+weight is allocated, the net is laid out on torch's `meta` device (shapes, no memory) and its
+weights and one batch's activations are checked against the machine's memory, so an absurd
+size is one error line naming the layer and its key.
 """
+import math
 from dataclasses import replace
 
 import torch
 from torch import nn
 
-from runner.config import schema
+from runner.config import memory, schema
 from runner.errors import UserError
+from runner.files import snapshot
 from runner.net import fillers
 from runner.net.feeds import FED_LAYERS, Feed
 from runner.net.layers.convolution import Convolution
@@ -46,9 +51,10 @@ class Net(nn.Module):
         self.data_layers = [layer for layer in self.layer_params if layer.type == "HDF5Data"]
         self.input_names = [top for layer in self.layer_params if layer.type in FED_LAYERS
                             for top in layer.top]
+        self._feeds = self._find_feeds(self._given_feeds(input_shapes or {}))
         self.layers = nn.ModuleList()
         self._module_at = {}          # index in layer_params -> the computing layer's module
-        self._feeds = self._find_feeds(self._given_feeds(input_shapes or {}))
+        self._check_memory()
         self._walk(self._feeds, build=True)
         self._steps = [(self.layer_params[index], module)
                        for index, module in self._module_at.items()]
@@ -77,10 +83,43 @@ class Net(nn.Module):
                 feeds.update(FED_LAYERS[layer.type](layer, self.source, needed))
         return feeds
 
-    def _walk(self, feeds, build=False):
+    def _check_memory(self):
+        """Lay the net out on the meta device (shapes, no memory), layer by layer, and refuse
+        it at the first layer that takes its weights and one batch's activations beyond the
+        machine's memory, naming that layer and the keys that set its size."""
+        limit, total = memory.available_bytes(), [0]
+
+        def account(layer, module=None, tops=()):
+            weights = sum(blob.numel() for blob in module.blobs()) if module else 0
+            total[0] += (weights + sum(math.prod(shape) for shape in tops)) \
+                * memory.FLOAT32_BYTES
+            if total[0] <= limit:
+                return
+            if weights:
+                shapes = " and ".join("x".join(map(str, blob.shape)) for blob in module.blobs())
+                keys = LAYERS[layer.type].size_keys or "the sizes of the layers before it"
+                memory.check_fits(total[0], self.source, f"the net up to layer {layer.name!r} "
+                                  f"({layer.type}), whose weights are {shapes},", f"lower {keys}")
+            keys = " or ".join(sorted({feed.size_key for feed in self._feeds.values()
+                                       if feed.size_key})) or "the batch size"
+            memory.check_fits(total[0], self.source, f"the net up to layer {layer.name!r} "
+                              f"({layer.type}), whose tops for one batch are "
+                              f"{', '.join('x'.join(map(str, shape)) for shape in tops)},",
+                              f"lower {keys} or the input size")
+
+        try:
+            with torch.device("meta"):
+                self._walk(self._feeds, build=True, account=account)
+        except (RuntimeError, TypeError, OverflowError) as error:
+            raise UserError(self.source, f"sizes beyond what can be allocated ({error})") \
+                from None
+        self.layers, self._module_at = nn.ModuleList(), {}
+
+    def _walk(self, feeds, build=False, account=None):
         """Caffe's setup/reshape pass: each layer's top shapes, from the fed blobs' shapes, as
         rows (layer name, type, top shapes, parameter count). With `build`, each computing
-        layer's module is first created for the shapes of its bottoms."""
+        layer's module is first created for the shapes of its bottoms; `account(layer,
+        module=, tops=)` is told of each module once built and of each layer's top shapes."""
         shapes, rows, names_with_blobs = {}, [], set()
         for index, layer in enumerate(self.layer_params):
             if layer.type is None:
@@ -93,8 +132,10 @@ class Net(nn.Module):
             else:
                 bottoms = self._bottom_shapes(layer, shapes)
                 if build:
-                    self._module_at[index] = self._build(layer, bottoms)
+                    self._module_at[index] = self._build(layer, bottoms, feeds)
                 module = self._module_at[index]
+                if account:
+                    account(layer, module=module)
                 if module.blobs():
                     if layer.name in names_with_blobs:
                         # weights are saved, loaded and copied by layer name
@@ -102,6 +143,8 @@ class Net(nn.Module):
                     names_with_blobs.add(layer.name)
                 tops = self._top_shapes(layer, module, bottoms, feeds)
                 count = sum(blob.numel() for blob in module.blobs())
+            if account:
+                account(layer, tops=tops)
             self._record_tops(layer, tops, shapes)
             rows.append((layer.name, layer.type, tops, count))
         return rows
@@ -121,7 +164,7 @@ class Net(nn.Module):
                                 "produced by no earlier layer")
         return [shapes[name] for name in layer.bottom]
 
-    def _build(self, layer, bottom_shapes):
+    def _build(self, layer, bottom_shapes, feeds):
         layer_class = LAYERS[layer.type]
         self._check_counts(layer, layer_class)
         try:
@@ -129,7 +172,7 @@ class Net(nn.Module):
             module = layer_class(layer if layer.phase else replace(layer, phase=self.phase),
                                  bottom_shapes)
         except ValueError as error:
-            raise self._error(layer, str(error)) from None
+            raise self._shape_error(layer, error, feeds) from None
         self.layers.append(module)
         return module
 
@@ -137,12 +180,16 @@ class Net(nn.Module):
         try:
             return module.top_shapes(bottom_shapes)
         except ValueError as error:
-            # a fed bottom of the wrong shape is most likely the data's fault: name its file
-            fed = [feeds[name] for name in layer.bottom if name in feeds]
-            notes = "; ".join(feed.note for feed in fed if feed.note)
-            where = fed[0].where if fed else self.source
-            raise UserError(where, f"layer {layer.name!r} ({layer.type}): {error}"
-                            + (f" ({notes})" if notes else "")) from None
+            raise self._shape_error(layer, error, feeds) from None
+
+    def _shape_error(self, layer, error, feeds):
+        """A layer's complaint about its bottoms; a fed bottom of the wrong shape is most
+        likely the data's fault, so the error names the data's file."""
+        fed = [feeds[name] for name in layer.bottom if name in feeds]
+        notes = "; ".join(feed.note for feed in fed if feed.note)
+        where = fed[0].where if fed else self.source
+        return UserError(where, f"layer {layer.name!r} ({layer.type}): {error}"
+                         + (f" ({notes})" if notes else ""))
 
     def _record_tops(self, layer, top_shapes, shapes):
         for index, (name, shape) in enumerate(zip(layer.top, top_shapes)):
@@ -266,16 +313,7 @@ class Net(nn.Module):
         checked before anything is copied. Returns the names of the layers copied."""
         own = self.blobs_by_layer()
         shared = [name for name in own if name in blobs_by_layer]
-        for name in shared:
-            theirs, ours = blobs_by_layer[name], own[name]
-            if len(theirs) != len(ours):
-                raise UserError(source, f"layer {name!r}: {len(theirs)} blobs in the source, "
-                                f"{len(ours)} in the net")
-            for index, (their_blob, our_blob) in enumerate(zip(theirs, ours)):
-                if tuple(their_blob.shape) != tuple(our_blob.shape):
-                    raise UserError(source, f"layer {name!r}: blob {index} has shape "
-                                    f"{tuple(their_blob.shape)} in the source but "
-                                    f"{tuple(our_blob.shape)} in the net")
+        snapshot.check_blob_shapes(blobs_by_layer, own, source)
         for name in shared:
             for their_blob, our_blob in zip(blobs_by_layer[name], own[name]):
                 our_blob.copy_(their_blob)

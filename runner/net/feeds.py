@@ -15,6 +15,7 @@ class Feed:
     shape: tuple
     where: str            # the file that errors about this blob's shape name
     note: str = ""        # what the blob is there, e.g. "'label' is dataset 'Ground'"
+    size_key: str = ""    # the net's key that sets its size (named when it cannot be allocated)
 
 
 def dataset_names(layer, source="<net>"):
@@ -40,7 +41,8 @@ def hdf5_feeds(layer, source, needed):
     path = read_source_list(param.source)[0]
     shapes = dataset_shapes(path, [names[top] for top in needed])
     return {top: Feed((param.batch_size, *shapes[names[top]][1:]), str(path),
-                      f"{top!r} is dataset {names[top]!r}") for top in needed}
+                      f"{top!r} is dataset {names[top]!r}", "hdf5_data_param.batch_size")
+            for top in needed}
 
 
 def train_data_file(net_param, source):
@@ -69,8 +71,12 @@ def input_feeds(layer, source, needed):
     if needed and not shapes:
         raise UserError(source, f"layer {layer.name!r}: no shape for top {needed[0]!r} (set "
                         "input_param.shape)")
+    for shape in shapes:          # Caffe's Blob::Reshape checks every size is at least 0
+        if any(size < 0 for size in shape):
+            raise UserError(source, f"layer {layer.name!r}: input_param.shape {shape} has a "
+                            "negative size")
     by_top = dict(zip(layer.top, shapes * len(layer.top) if len(shapes) == 1 else shapes))
-    return {top: Feed(by_top[top], source) for top in needed}
+    return {top: Feed(by_top[top], source, size_key="input_param.shape") for top in needed}
 
 
 # Caffe type name -> how the shapes of its fed tops are found

@@ -10,14 +10,15 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from runner.errors import UserError
 from runner.files import caffe_model, snapshot
-from runner.net import fast_paths
+from runner.net import devices, fast_paths
 from runner.net.builder import Net
 from runner.net.feeds import train_data_attributes
-from runner.train import distributed, lr_policy, tensorboard, update_rules
+from runner.train import distributed, lr_policy, tensorboard, train_log, update_rules
 from runner.train.feeder import HDF5Feeder
 from runner.train.train_log import TrainLog
 
@@ -37,12 +38,13 @@ class TrainOptions:
     on_test: object = None           # called (iteration, test net, loss, PSNR) after each test
 
 
-def choose_device(solver, override=None):
-    """solver_mode GPU uses CUDA device `device_id` when there is one, else the CPU."""
+def choose_device(solver, override=None, source=""):
+    """solver_mode GPU uses CUDA device `device_id` when there is one, else the CPU (said in
+    the log); either is checked to exist here."""
     if override:
-        return torch.device(override)
+        return devices.torch_device(override)
     if solver.solver_mode == "GPU" and torch.cuda.is_available():
-        return torch.device("cuda", solver.device_id)
+        return devices.torch_device(f"cuda:{solver.device_id}", source)
     return torch.device("cpu")
 
 
@@ -58,7 +60,8 @@ class Solver:
         self.setup = setup
         self.param = setup.solver
         self.options = options
-        self.processes = distributed.Processes(choose_device(self.param, options.device))
+        self.processes = distributed.Processes(choose_device(self.param, options.device,
+                                                             setup.solver_source))
         self.device = self.processes.device
         seed = self.processes.same_on_all(seed_of(self.param))
         torch.manual_seed(seed)
@@ -87,6 +90,8 @@ class Solver:
         self.requested = None
         self.started_from = None      # a line for the log: what the weights were copied from
         self.test_example = None      # (input, label, prediction) of the last test's first sample
+        self.resumed = False
+        self.losses = collections.deque(maxlen=self.param.average_loss)
 
     # ------------------------------------------------------------------ weights and snapshots
 
@@ -99,8 +104,8 @@ class Solver:
     def copy_weights(self, model_path):
         """Fine-tuning (`--weights`): copy every layer whose name matches, shapes checked."""
         model = caffe_model.read_model(model_path, need_net=False)
-        tensors = {layer: [torch.from_numpy(blob) for blob in blobs]
-                   for layer, blobs in model.blobs.items()}
+        tensors = {layer: [torch.from_numpy(blob) for blob in blobs] for layer, blobs
+                   in model.read_blobs(self.net.blobs_by_layer(), model_path).items()}
         copied = self.net.copy_from(tensors, model_path)
         own = sorted(set(self.net.blobs_by_layer()) - set(copied))
         self.started_from = (f"Copied layers {', '.join(copied)} from {model_path}"
@@ -124,28 +129,39 @@ class Solver:
             readers=self._reader_states())
         snapshot.save_solverstate(state_path, state)
         self.last_snapshot = state_path
-        self.log.line(f"Snapshotting to binary proto file {model_path}")
-        self.log.line(f"Snapshotting solver state to binary proto file {state_path}")
+        self.log.line(f"Snapshotting to HDF5 file {model_path}")
+        self.log.line(f"Snapshotting solver state to HDF5 file {state_path}")
 
     def restore(self, state_path, state):
-        """Continue from a solverstate: weights, history, iteration, generators, readers."""
+        """Continue from a solverstate: weights, history, iteration, generators, readers; each
+        stored array's shape is checked against this net and data before it is read."""
         model = snapshot.load_model(snapshot.model_of(state_path, state))
-        expected = set(self.net.blobs_by_layer())
-        if set(model.blobs) != expected:
+        expected = self.net.blobs_by_layer()
+        if set(model.blobs) != set(expected):
             raise UserError(state_path, "the snapshot is of a different net (layers "
                             f"{sorted(model.blobs)} vs {sorted(expected)})")
-        self.net.copy_from({layer: [torch.from_numpy(blob) for blob in blobs]
-                            for layer, blobs in model.blobs.items()}, state_path)
+        self.net.copy_from({layer: [torch.from_numpy(blob) for blob in blobs] for layer, blobs
+                            in model.read_blobs(expected, state_path).items()}, state_path)
+        live = self.update_rule.state()
+        if len(state.history) != len(live):
+            raise UserError(state_path, f"solver history holds {len(state.history)} blobs; "
+                            f"{self.param.type} keeps {len(live)} for this net")
+        self.update_rule.load_state([
+            torch.from_numpy(snapshot.read_array(blob, tuple(current.shape), where=state_path))
+            for blob, current in zip(state.history, live)])
+        if "torch" not in state.random_states:
+            raise UserError(state_path, "holds no random generator state 'torch'")
+        generator = snapshot.read_array(state.random_states["torch"],
+                                        tuple(torch.get_rng_state().shape), np.uint8, state_path)
         try:
-            self.update_rule.load_state([torch.from_numpy(blob) for blob in state.history])
-        except ValueError as error:
-            raise UserError(state_path, f"solver history does not fit this net: {error}") \
-                from None
-        self.iteration = state.iteration
-        torch.set_rng_state(torch.from_numpy(state.random_states["torch"]))
+            torch.set_rng_state(torch.from_numpy(generator))
+        except RuntimeError:
+            raise UserError(state_path, "its random generator state is invalid") from None
         for key, feeder in self._feeders():
             if key in state.readers:
                 feeder.load_state(state.readers[key], state_path)
+        self.iteration = state.iteration
+        self.resumed = True
 
     def _feeders(self):
         for feeder in self.train_feeders:
@@ -181,11 +197,14 @@ class Solver:
     def step(self, iterations):
         """Caffe's Solver::Step: run `iterations` iterations (fewer if a signal stops it)."""
         stop_at = self.iteration + iterations
-        losses = collections.deque(maxlen=self.param.average_loss)
-        started, started_iteration = time.perf_counter(), self.iteration
+        self.losses.clear()
+        # a display line times the iterations since the previous one; the first line of a run,
+        # the iteration it has just computed (not the test pass before it)
+        started, last_displayed = None, self.iteration - 1
         while self.iteration < stop_at:
             if self._test_due():
                 self.test_all()
+            started = started or time.perf_counter()
             self.net.zero_grad(set_to_none=True)
             loss = self.processes.mean(self.forward_backward())
             if not math.isfinite(loss):
@@ -193,13 +212,12 @@ class Solver:
                 raise UserError(self.setup.solver_source, f"iteration {self.iteration}: loss "
                                 f"is {loss}; training stopped (last good snapshot: {kept}); "
                                 "a lower base_lr or a clip_gradients bound keeps steps finite")
-            losses.append(loss)
+            self.losses.append(loss)
             rate = lr_policy.learning_rate(self.param, self.iteration)
-            if self.param.display and self.iteration % self.param.display == 0:
-                elapsed = time.perf_counter() - started
-                done = self.iteration - started_iteration
-                self._display(sum(losses) / len(losses), rate, done, elapsed)
-                started, started_iteration = time.perf_counter(), self.iteration
+            if self._display_due():
+                self._display(rate, (self.iteration - last_displayed,
+                                     time.perf_counter() - started))
+                started, last_displayed = time.perf_counter(), self.iteration
             self.update_rule.apply_update(rate, self.iteration)
             self.iteration += 1
             self.log.advance(self.iteration)
@@ -211,16 +229,34 @@ class Solver:
                 return False
         return True
 
-    def _display(self, smoothed_loss, rate, iterations_done, seconds):
-        per_second = iterations_done / seconds if seconds > 0 else 0.0
-        seconds_per_display = self.param.display / per_second if per_second else 0.0
-        self.log.line(f"Iteration {self.iteration} ({per_second:.4g} iter/s, "
-                      f"{seconds_per_display:.4g}s/{self.param.display} iters), "
-                      f"loss = {smoothed_loss:.6g}")
-        self.log.line(f"    Train net output #0: loss = {smoothed_loss:.6g} "
-                      f"(* 1 = {smoothed_loss:.6g} loss)")
-        self.log.line(f"Iteration {self.iteration}, lr = {rate:.6g}")
+    def _display_due(self):
+        return bool(self.param.display) and self.iteration % self.param.display == 0
+
+    def _display(self, rate, timing=None):
+        """Caffe's display lines, of the loss averaged over the last average_loss iterations;
+        `timing` is (iterations, seconds) since the previous line. Without it, the one line
+        Caffe prints after the last iteration."""
+        smoothed_loss = sum(self.losses) / len(self.losses)
+        if timing is None:
+            self.log.line(f"Iteration {self.iteration}, loss = {smoothed_loss:.6g}")
+        else:
+            iterations_done, seconds = timing
+            per_second = iterations_done / seconds if seconds > 0 else 0.0
+            seconds_per_display = self.param.display / per_second if per_second else 0.0
+            self.log.line(f"Iteration {self.iteration} ({per_second:.4g} iter/s, "
+                          f"{seconds_per_display:.4g}s/{self.param.display} iters), "
+                          f"loss = {smoothed_loss:.6g}")
+            self.log.line(f"    Train net output #0: loss = {smoothed_loss:.6g} "
+                          f"(* 1 = {smoothed_loss:.6g} loss)")
+            self.log.line(f"Iteration {self.iteration}, lr = {rate:.6g}")
         self.log.record(iteration=self.iteration, loss=smoothed_loss, lr=rate)
+
+    @torch.no_grad()
+    def _last_display(self):
+        """Caffe's Solve(): one more forward pass gives the loss at the last iteration."""
+        blobs = self.net(self._batch(self.train_feeders))
+        self.losses.append(self.processes.mean(self.net.loss(blobs).item()))
+        self._display(lr_policy.learning_rate(self.param, self.iteration))
 
     def _test_due(self):
         interval = self.param.test_interval
@@ -276,8 +312,14 @@ class Solver:
         self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
                       f"{self.processes.describe()}, "
                       f"from iteration {self.iteration} to {self.param.max_iter}")
+        if self.param.solver_mode == "GPU" and self.device.type == "cpu" \
+                and not self.options.device:
+            self.log.line("solver_mode is GPU, but this machine has no CUDA device: training "
+                          "on the CPU")
         if self.started_from:
             self.log.line(self.started_from)
+        if self.processes.rank == 0:
+            self._clear_after_kill()
         previous = self._install_signal_handlers()
         try:
             finished = self.step(self.param.max_iter - self.iteration)
@@ -287,12 +329,26 @@ class Solver:
             if self.param.snapshot_after_train and \
                     (not self.param.snapshot or self.iteration % self.param.snapshot):
                 self.snapshot()
+            if self._display_due():
+                self._last_display()
             if self.param.test_interval and self.iteration % self.param.test_interval == 0:
                 self.test_all()
             self.log.line("Optimization Done.")
         finally:
             self._restore_signal_handlers(previous)
             self.log.close()
+
+    def _clear_after_kill(self):
+        """Remove the unfinished snapshot files a killed run of this prefix left, saying so;
+        on a resume, name the .model files whose .solverstate was never written."""
+        prefix = self.param.snapshot_prefix
+        for path in snapshot.remove_leftovers(prefix) + train_log.remove_leftovers(prefix):
+            self.log.line(f"Removed {path}: an unfinished file of an interrupted run")
+        if self.resumed:
+            for path in snapshot.models_without_state(prefix):
+                self.log.line(f"{path} has no .solverstate (a run stopped while writing that "
+                              f"snapshot): it is not resumed from, and is written again if "
+                              f"this run snapshots at its iteration")
 
     # ------------------------------------------------------------------ signals
 

@@ -10,12 +10,14 @@ Caffe's does).
 import datetime
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from runner.errors import UserError
 from runner.files import outputs
 from runner.train.tensorboard import TensorBoardLog
 
@@ -36,15 +38,15 @@ class TrainLog:
         self.tensorboard = None
         self.seconds_before = 0.0
         if enabled:
-            self.text_path.parent.mkdir(parents=True, exist_ok=True)
-            self.text = open(self.text_path, "a", encoding="utf-8")
+            outputs.writable_folder(self.text_path.parent)
+            self.text = _append_to(self.text_path)
             kept = records_before(self.records_path, first_iteration)
             self.seconds_before = max((record.get("seconds", 0.0) for record in kept),
                                       default=0.0)
             # rewritten whole under a temporary name: a crash here leaves the old log
             outputs.write_files({self.records_path: "".join(json.dumps(record) + "\n"
                                                             for record in kept)})
-            self.records = open(self.records_path, "a", encoding="utf-8")
+            self.records = _append_to(self.records_path)
             if tensorboard:
                 self.tensorboard = TensorBoardLog(snapshot_prefix, first_iteration)
         self.started = time.perf_counter()
@@ -88,14 +90,39 @@ class TrainLog:
 
 
 def records_before(path, iteration):
-    """The records of a JSON-lines log from before `iteration` (none if there is no log)."""
+    """The records of a JSON-lines log from before `iteration` (none if there is no log); a
+    line that a kill cut short, or that is not a record, is left out."""
     try:
-        return [record for record in read_records(path) if record["iteration"] < iteration]
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            lines = stream.read().splitlines()
     except FileNotFoundError:
         return []
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if record["iteration"] < iteration:
+                kept.append(record)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return kept
+
+
+def _append_to(path):
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as error:
+        raise UserError(path, f"cannot write the training log ({error.strerror})") from None
 
 
 def read_records(path):
     """The records of a JSON-lines training log."""
     with open(path, encoding="utf-8") as stream:
         return [json.loads(line) for line in stream if line.strip()]
+
+
+def remove_leftovers(snapshot_prefix):
+    """Remove the temporaries of this run's log rewrite (TrainLog, on a resume) that a killed
+    run left behind; returns their paths."""
+    prefix = Path(snapshot_prefix)
+    return outputs.remove_stale_temporaries(prefix.parent, re.escape(prefix.name) + "_log")

@@ -15,6 +15,8 @@ class Layer(nn.Module):
     top_count = (1, 1)     # None: no upper bound
     is_loss = False       # loss layers weigh their top 1 in the objective unless told otherwise
     fixed_blobs = False   # True: the blobs are not learned (Caffe forces their lr_mult to 0)
+    size_keys = ""        # the keys that set the size of its parameter blobs, named when the
+                          # net cannot be allocated ("" when its bottom's shape sets it)
 
     def blobs(self):
         """Parameter blobs in Caffe's order (weights, then bias)."""

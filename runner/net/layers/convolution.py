@@ -7,6 +7,7 @@ class Convolution(WeightsAndBias):
     """Caffe's Convolution: weights (out, in/group, kh, kw), then bias (out)."""
 
     type_name = "Convolution"
+    size_keys = "convolution_param.num_output or kernel_size"
 
     def __init__(self, layer, bottom_shapes):
         super().__init__()

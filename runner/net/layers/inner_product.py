@@ -11,6 +11,7 @@ class InnerProduct(WeightsAndBias):
     weights (num_output, K) (or (K, num_output) with `transpose`), plus a bias (num_output)."""
 
     type_name = "InnerProduct"
+    size_keys = "inner_product_param.num_output or the size of its bottom"
 
     def __init__(self, layer, bottom_shapes):
         super().__init__()

@@ -1,0 +1,53 @@
+"""How much memory this process can have: the bound every size a file declares is checked
+against before anything of that size is read or allocated (config keys in `schema.py`, HDF5
+datasets in `runner/files/`, a net's weights and one batch's activations in the builder).
+
+The machine's physical memory, lowered by a container's cgroup limit and by `ulimit -v` /
+`ulimit -d`: whatever exceeds it can never be allocated here, so asking for it is the file's
+mistake, said in one line, rather than a minute of swapping and the OOM killer.
+"""
+import os
+import resource
+from pathlib import Path
+
+from runner.errors import UserError
+
+# cgroup v2, then v1: the limit of the container this process runs in (absent: no limit)
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+FLOAT32_BYTES = 4
+
+
+def available_bytes():
+    """The most memory this process could ever hold, in bytes."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for path in CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    for kind in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        soft, _ = resource.getrlimit(kind)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits)
+
+
+def describe_bytes(count):
+    """`1.5 GiB`-style text for a byte count."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    exponent = min((max(count, 1).bit_length() - 1) // 10, len(units) - 1)
+    if exponent == 0:
+        return f"{count} bytes"
+    return f"{count / 1024 ** exponent:.3g} {units[exponent]}"
+
+
+def check_fits(needed, where, what, hint=""):
+    """A UserError naming `where` when `needed` bytes (for `what`) exceed available_bytes();
+    `hint` says what to change."""
+    limit = available_bytes()
+    if needed > limit:
+        raise UserError(where, f"{what} needs {describe_bytes(needed)}, more than this "
+                        f"machine's memory ({describe_bytes(limit)})" + (f": {hint}" if hint
+                                                                         else ""))
