@@ -7,7 +7,7 @@ MATLAB's ycbcr2rgb. A grayscale picture is its own Y.
 The result comes in bands of `CHUNK_ROWS` input rows, top to bottom, as the net's tiles finish
 (runner/infer/tiles.py): each band's chroma is upscaled from its own rows and a few around them
 (`matlab.upscaled_rows`) and converted there, so no float plane of the whole output is ever held
-and a writer can encode (runner/infer/writers.py) while the net computes the next band.
+and a writer can encode (runner/imaging/writers.py) while the net computes the next band.
 
 The net computes in float32, and so does the rest by default: the same MATLAB formulas in float32
 (runner/imaging/matlab.py's `dtype`) are several times faster than in float64 and change a written
