@@ -177,7 +177,9 @@ def add_predict(command):
                          help="processes sharing the inputs, each with its share of --threads "
                          "(default: %(default)s)")
     command.add_argument("--threads", type=positive_int(1),
-                         help="threads in all (default: every core this process may use)")
+                         help="threads in all (default: torch's and OpenCV's own setting, "
+                         "every core unless OMP_NUM_THREADS says otherwise; with --jobs, every "
+                         "core this process may use)")
     add_inference_options(command)
     command.set_defaults(run=run_predict)
 

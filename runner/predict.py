@@ -110,7 +110,8 @@ class Options:
     bicubic: bool = False                      # also write the bicubic comparison
     degradation: str = "paper"                 # with --degrade
     jobs: int = 1                              # processes sharing the inputs
-    threads: int = None                        # in all (None: every core this process may use)
+    threads: int = None                        # in all (None: as the process is set, and
+                                               # every core this process may use for jobs)
 
     def threads_per_job(self):
         return max((self.threads or len(os.sched_getaffinity(0))) // self.jobs, 1)
@@ -214,8 +215,9 @@ def _read_ahead(jobs):
 
 
 def _in_this_process(jobs, model, options, progress):
-    from runner.infer import deploy
-    deploy.use_threads(options.threads_per_job())
+    if options.threads:         # else the process's own settings (OMP_NUM_THREADS) stand
+        from runner.infer import deploy
+        deploy.use_threads(options.threads)
     for job, picture_of in _read_ahead(jobs):
         yield job, _run_one(model, job, options, picture_of(), progress)
 

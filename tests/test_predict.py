@@ -192,7 +192,7 @@ def test_jobs_share_a_folder_and_write_what_one_process_writes(tmp_path, model_f
         cv2.imwrite(str(sources / f"image{seed}.png"), smooth_image(30, 20 + seed, 3, seed=seed))
     for jobs in (1, 2):
         result = run_main(capfd, "predict", sources, "--model", model_file, "--out",
-                          tmp_path / f"jobs{jobs}", "--jobs", jobs, "--threads", 2)
+                          tmp_path / f"jobs{jobs}", "--jobs", jobs)
         assert result.returncode == 0, result.stderr
     assert files_in(tmp_path / "jobs2") == files_in(tmp_path / "jobs1")
     for name in files_in(tmp_path / "jobs1"):
