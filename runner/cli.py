@@ -9,13 +9,14 @@ import signal
 import sys
 from pathlib import Path
 
-from runner.config import loading, schema
 from runner.errors import UserError, stored_in
-from runner.files import snapshot
 
 EXIT_USER_ERROR = 2
 # what a shell reports for a command that wrote into a closed pipe (`runner schema net | head`)
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
+# What Ctrl-C and SIGHUP do to `runner train` (TrainOptions in runner/train/solver.py, which
+# checks them; written out here so that building the parser imports no torch)
+SIGNAL_EFFECTS = ("snapshot", "stop", "none")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -25,9 +26,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(self.prog, message)
 
 
-def add_train(commands):
-    from runner.train.solver import SIGNAL_EFFECTS
-    train = commands.add_parser("train", help="train a net with a solver file (caffe train)")
+def add_train(train):
     train.add_argument("--solver", help="solver file (.yaml or .prototxt)")
     train.add_argument("--snapshot", help="resume from this .solverstate")
     train.add_argument("--weights", help="fine-tune: copy layers by name from this .model or "
@@ -46,6 +45,8 @@ def add_train(commands):
 
 
 def run_train(args):
+    from runner.config import loading
+    from runner.files import snapshot
     from runner.train.solver import TrainOptions, train
     if args.snapshot and args.weights:
         raise UserError("runner train", "--weights fine-tunes and --snapshot resumes: give "
@@ -97,10 +98,8 @@ def without_option(argv, option):
     return kept
 
 
-def add_sweep(commands):
+def add_sweep(command):
     from runner.sweep.plan import DEFAULT_FOLDER
-    command = commands.add_parser("sweep", help="a parameter study over solver and net keys: "
-                                  "a grid, or Optuna's TPE; each trial an ordinary run")
     command.add_argument("--solver", required=True, help="the base solver file")
     command.add_argument("--set", action="append", default=[], dest="sets",
                          metavar="KEY=VALUES",
@@ -133,9 +132,7 @@ def run_sweep(args):
         print(f"wrote {path}")
 
 
-def add_compare(commands):
-    command = commands.add_parser("compare", help="runs or sweeps side by side: a Markdown and "
-                                  "CSV table and one figure, labelled by what differs")
+def add_compare(command):
     command.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP",
                          help="a run (folder, log, snapshot or prefix) or a sweep folder")
     command.add_argument("--out", help="folder for compare.md, .csv and .png (default: the "
@@ -151,8 +148,7 @@ def run_compare(args):
         print(f"wrote {path}")
 
 
-def add_plot(commands):
-    plot = commands.add_parser("plot", help="draw loss and test PSNR against iteration")
+def add_plot(plot):
     plot.add_argument("run_or_log", metavar="RUN_OR_LOG",
                       help="a *_log.jsonl, a run folder, a snapshot or its prefix")
     plot.add_argument("--out", help="PNG to write (default: beside the log)")
@@ -166,10 +162,8 @@ def run_plot(args):
     print(f"wrote {plot_log(log_path, out)}")
 
 
-def add_ship(commands):
+def add_ship(command):
     from runner import ship
-    command = commands.add_parser("ship", help="copy a run's model, with the configs, logs and "
-                                  "curves that made it, into results/models/")
     command.add_argument("solverstate", metavar="SOLVERSTATE",
                          help="the snapshot whose model to ship")
     command.add_argument("--name", required=True, help="the shipped model's name (fsrcnn_x3)")
@@ -225,11 +219,10 @@ def add_inference_options(command):
     command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
-def add_predict(commands):
+def add_predict(command):
     from runner import predict
+    from runner.imaging import formats
     from runner.score import degraded
-    command = commands.add_parser("predict", help="super-resolve images, folders, globs or "
-                                  "videos with a trained model")
     command.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image or video files, folders of them, or glob patterns")
     command.add_argument("--model", help="the .model (or .caffemodel, with the .prototxt of its "
@@ -239,16 +232,29 @@ def add_predict(commands):
                          help="the upscaling factor; must be the model's")
     command.add_argument("--out", default=str(predict.DEFAULT_OUTPUT_FOLDER),
                          help="output folder (default: %(default)s)")
+    command.add_argument("--format", choices=formats.FORMATS, default=predict.Options.format,
+                         help="image outputs' format (default: %(default)s; videos: mp4)")
+    command.add_argument("--quality", type=positive_int(1),
+                         help="jpg and webp quality, 1 to 100 (default: "
+                         f"{', '.join(f'{k} {v}' for k, v in formats.DEFAULT_QUALITY.items())})")
+    command.add_argument("--bicubic", action="store_true",
+                         help="also write the bicubic upscaling, <stem>_x<scale>_bicubic")
     command.add_argument("--degrade", action="store_true",
                          help="take each image as ground truth: degrade it, super-resolve, score "
                          "and draw ground truth | bicubic | network")
     command.add_argument("--degradation", choices=degraded.DEGRADATIONS, default="paper",
                          help="with --degrade: paper (MATLAB bicubic, default) or tutorial "
                          "(Gaussian blur + cv2.resize)")
+    command.add_argument("--jobs", type=positive_int(1), default=1,
+                         help="processes sharing the inputs, each with its share of --threads "
+                         "(default: %(default)s)")
+    command.add_argument("--threads", type=positive_int(1),
+                         help="threads in all (default: torch's and OpenCV's own setting, "
+                         "every core unless OMP_NUM_THREADS says otherwise; with --jobs, every "
+                         "core this process may use)")
     command.add_argument("--max-pixels", type=positive_int(1), default=predict.DEFAULT_MAX_PIXELS,
                          help="refuse an image (or video frame) of more input pixels; read from "
-                         "the file's header, before decoding (default: %(default)s, 2048x2048: "
-                         "about 5 GB of memory for a colour image at x3)")
+                         "the file's header, before decoding (default: %(default)s, 2048x2048)")
     add_inference_options(command)
     command.set_defaults(run=run_predict)
 
@@ -258,15 +264,18 @@ def run_predict(args):
 
     from runner import predict
     from runner.infer import deploy
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise UserError("--quality", f"must be 1 to 100, got {args.quality}")
     paths = predict.collect_inputs(args.inputs)
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
     model = deploy.load_for_inference(model_path, args.device, args.scale)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration})")
-    jobs = predict.plan(paths, model, args.out, args.degrade)
-    for job, result in predict.run(jobs, model, args.tile or None, args.degradation,
-                                   max_pixels=args.max_pixels):
+    options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
+                              args.degradation, args.jobs, args.threads, args.max_pixels)
+    jobs = predict.plan(paths, model, args.out, args.degrade, options)
+    for job, result in predict.run(jobs, model, options):
         if job.kind == "degrade":
             scores = ", ".join(f"{name} PSNR {psnr:.2f} dB SSIM {ssim:.4f}"
                                for name, (psnr, ssim) in result.scores.items())
@@ -279,10 +288,8 @@ def run_predict(args):
             tqdm.write(f"{job.source} -> {', '.join(map(str, result))}")
 
 
-def add_test(commands):
+def add_test(command):
     from runner.score import evaluate
-    command = commands.add_parser("test", help="PSNR and SSIM of bicubic and a model on "
-                                  "benchmark sets, by the papers' protocol")
     command.add_argument("--model", help="the .model (or .caffemodel) to score (without it: "
                          "bicubic only)")
     command.add_argument("--bicubic-only", action="store_true",
@@ -330,10 +337,8 @@ def run_test(args):
     print(evaluate.format_table(evaluate.means(scores)))
 
 
-def add_inspect(commands):
+def add_inspect(command):
     from runner import inspect
-    command = commands.add_parser("inspect", help="what a .model or .solverstate holds: "
-                                  "iteration, solver, layers, weights, checksums")
     command.add_argument("file", metavar="FILE", help="a .model, .caffemodel or .solverstate")
     command.add_argument("--input", type=image_size, default=inspect.DEFAULT_INPUT_SIZE,
                          help="HxW of the input the layer table is computed for (default: "
@@ -346,10 +351,8 @@ def run_inspect(args):
     print(inspect.format_report(inspect.inspect_file(args.file, args.input)))
 
 
-def add_export(commands):
+def add_export(command):
     from runner import export
-    command = commands.add_parser("export", help="write a model in another framework's files "
-                                  "(caffe: deploy .prototxt and .caffemodel)")
     command.add_argument("model", metavar="MODEL", help="the .model (or .caffemodel) to export")
     command.add_argument("--format", choices=sorted(export.FORMATS), default="caffe",
                          help="what to write (default: %(default)s)")
@@ -363,9 +366,7 @@ def run_export(args):
         print(f"wrote {path}")
 
 
-def add_time(commands):
-    command = commands.add_parser("time", help="per-layer forward and backward milliseconds "
-                                  "of a net (caffe time)")
+def add_time(command):
     command.add_argument("--net", required=True, help="net file (.yaml or .prototxt)")
     command.add_argument("--iterations", type=positive_int(1), default=50,
                          help="timed iterations (default: %(default)s)")
@@ -379,15 +380,14 @@ def add_time(commands):
 
 def run_time(args):
     from runner import timing
+    from runner.config import loading, schema
     net_param = loading.load(schema.NetParameter, args.net)
     print(timing.format_timing(timing.time_net(net_param, args.net, args.iterations,
                                                args.batch, args.device, args.input)))
 
 
-def add_upgrade(commands):
+def add_upgrade(command):
     from runner import upgrade_file
-    command = commands.add_parser("upgrade", help="write a net or solver file in Caffe's legacy "
-                                  "syntax (V1 layers, solver_type, ...) in the current form")
     command.add_argument("file", metavar="FILE", help="the net or solver file (.prototxt or "
                          ".yaml)")
     command.add_argument("--to", choices=sorted(upgrade_file.SUFFIXES),
@@ -405,29 +405,62 @@ def run_upgrade(args):
     print(f"wrote {target} ({done})")
 
 
-SCHEMAS = {"net": schema.NetParameter, "solver": schema.SolverParameter,
-           "prep": schema.PrepConfig}
+def add_schema(reference):
+    reference.add_argument("kind", choices=("net", "prep", "solver"))
+    reference.set_defaults(run=run_schema)
 
 
-def add_schema(commands):
-    reference = commands.add_parser("schema", help="every config key: type, default, meaning")
-    reference.add_argument("kind", choices=sorted(SCHEMAS))
-    reference.set_defaults(run=lambda args: print("\n".join(schema.describe(SCHEMAS[args.kind]))))
+def run_schema(args):
+    from runner.config import schema
+    kinds = {"net": schema.NetParameter, "solver": schema.SolverParameter,
+             "prep": schema.PrepConfig}
+    print("\n".join(schema.describe(kinds[args.kind])))
 
 
-def build_parser():
+# name: (one line of help, the function adding its flags). Only the command being run gets its
+# flags (and imports what they need): `runner --help` and every command start at once.
+COMMANDS = {
+    "train": ("train a net with a solver file (caffe train)", add_train),
+    "plot": ("draw loss and test PSNR against iteration", add_plot),
+    "ship": ("copy a run's model, with the configs, logs and curves that made it, into "
+             "results/models/", add_ship),
+    "schema": ("every config key: type, default, meaning", add_schema),
+    "predict": ("super-resolve images, folders, globs or videos with a trained model",
+                add_predict),
+    "test": ("PSNR and SSIM of bicubic and a model on benchmark sets, by the papers' protocol",
+             add_test),
+    "inspect": ("what a .model or .solverstate holds: iteration, solver, layers, weights, "
+                "checksums", add_inspect),
+    "export": ("write a model in another framework's files (caffe: deploy .prototxt and "
+               ".caffemodel)", add_export),
+    "time": ("per-layer forward and backward milliseconds of a net (caffe time)", add_time),
+    "upgrade": ("write a net or solver file in Caffe's legacy syntax (V1 layers, solver_type, "
+                "...) in the current form", add_upgrade),
+    "sweep": ("a parameter study over solver and net keys: a grid, or Optuna's TPE; each trial "
+              "an ordinary run", add_sweep),
+    "compare": ("runs or sweeps side by side: a Markdown and CSV table and one figure, "
+                "labelled by what differs", add_compare),
+}
+
+
+def build_parser(argv=()):
+    """The parser, with the flags of the command `argv` names (the first of its words that is
+    a command)."""
     parser = ArgumentParser(prog="runner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    for add in (add_train, add_plot, add_ship, add_schema, add_predict, add_test, add_inspect,
-                add_export, add_time, add_upgrade, add_sweep, add_compare):
-        add(commands)
+    chosen = next((word for word in argv if word in COMMANDS), None)
+    for name, (help_line, add) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_line)
+        if name == chosen:
+            add(command)
     return parser
 
 
 def main(argv=None):
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = sys.argv[1:] if argv is None else list(argv)
+        argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
+        args = build_parser(argv).parse_args(argv)
+        args.argv = argv
         args.run(args)
         sys.stdout.flush()          # here, where a closed pipe is handled, not at exit
     except UserError as error:

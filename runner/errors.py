@@ -17,6 +17,10 @@ class UserError(Exception):
         self.problem = problem
         super().__init__(f"{self.where}: {problem}" if self.where else problem)
 
+    def __reduce__(self):
+        # rebuilt from its two parts when it crosses processes (`runner predict --jobs`)
+        return UserError, (self.where, self.problem)
+
 
 def did_you_mean(word, candidates):
     """' (did you mean 'x'?)' for the closest candidate, or '' when nothing is close."""

@@ -5,7 +5,8 @@ Colour: the net super-resolves the Y channel (MATLAB rgb2ycbcr, kept in float un
 written); Cb and Cr are upscaled by MATLAB's bicubic imresize and the result converted back to RGB.
 A grayscale image is its own Y and stays grayscale; an alpha channel is upscaled bicubically and
 kept; a 16-bit file is computed in float and written back in 16 bits. Each input gives
-`<stem>_x<scale>_<net>.png` and, for comparison, `<stem>_x<scale>_bicubic.png`.
+`<stem>_x<scale>_<net>.<format>` (png, jpg or webp) and, with `bicubic`, the comparison
+`<stem>_x<scale>_bicubic.<format>`.
 
 `--degrade` takes the image as ground truth instead: modcrop, degrade (`paper`: MATLAB bicubic
 1/scale; `tutorial`: Gaussian blur then cv2.resize), super-resolve, score bicubic and network on Y
@@ -17,22 +18,23 @@ with zeros exactly as it padded its 7x7 training subimages (a 1x1 image gives a 
 Inputs must have a supported suffix, and each, as its turn comes, at most `--max-pixels` pixels
 (DEFAULT_MAX_PIXELS; a video's frames likewise), read from its header, so that a file which
 would decode to gigabytes is refused without decoding it.
+
+Speed: an image goes through the net band by band and each band is converted and encoded in a
+thread of its own while the net computes the next (runner/infer/colour.py,
+runner/imaging/writers.py); the next image is read and decoded in another thread meanwhile; with
+`jobs` > 1, that many processes share the inputs and the threads. This module imports the
+floors that compute only when it runs, so that `runner predict --help` starts at once.
 """
 import glob
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from runner.config import loading, schema
 from runner.errors import UserError
-from runner.files import outputs, snapshot
-from runner.imaging import picture
-from runner.imaging.datasets import IMAGE_SUFFIXES
-from runner.infer import colour, tiles, video
-from runner.score import degraded, evaluate
+from runner.files import outputs
+from runner.infer import tiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The default run: its newest snapshot is the model `runner predict` uses without --model.
@@ -41,14 +43,17 @@ DEFAULT_SOLVER = REPO_ROOT / "configs" / "fsrcnn_solver.yaml"
 SHIPPED_MODEL = REPO_ROOT / "results" / "models" / "fsrcnn_x3.model"
 DEFAULT_OUTPUT_FOLDER = Path("results") / "predict"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
-# Input pixels (per image or video frame) predict takes without --max-pixels: 2048 x 2048. A
-# colour image this large peaks at about 5.3 GB of memory at x3 (measured), and more at x4.
-DEFAULT_MAX_PIXELS = 2048 * 2048
+# Input pixels (per image or video frame) predict takes without --max-pixels: 8192 x 8192.
+# Results are computed and written band by band, so memory follows the output: a 4K colour
+# photo peaked at 0.6 GB at x3 (make bench), one this large would take about 3 GB.
+DEFAULT_MAX_PIXELS = 8192 * 8192
 
 
 def default_model(solver_path=DEFAULT_SOLVER, shipped=SHIPPED_MODEL):
     """(model path, why it was chosen): the newest snapshot of the default run, else the shipped
     model; a UserError saying how to get one when there is neither."""
+    from runner.config import loading, schema
+    from runner.files import snapshot
     solver = loading.load(schema.SolverParameter, solver_path)
     newest = snapshot.newest_snapshot(solver.snapshot_prefix)
     if newest is not None:
@@ -70,30 +75,30 @@ def is_video(path):
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _is_input_file(path):
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-
-
-def _folder_inputs(path):
-    try:
-        return sorted(child for child in path.iterdir() if _is_input_file(child))
-    except OSError as error:
-        raise UserError(path, f"cannot list the folder ({error.strerror})") from None
-
-
 def collect_inputs(arguments):
     """Files named by arguments: files, folders (their images and videos) or glob patterns."""
+    from runner.imaging.datasets import IMAGE_SUFFIXES
+    suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+    def is_input_file(path):
+        return path.is_file() and path.suffix.lower() in suffixes
+
+    def folder_inputs(path):
+        try:
+            return sorted(child for child in path.iterdir() if is_input_file(child))
+        except OSError as error:
+            raise UserError(path, f"cannot list the folder ({error.strerror})") from None
+
     found = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files = _folder_inputs(path)
+            files = folder_inputs(path)
             if not files:
-                raise UserError(path, "holds no images or videos "
-                                f"({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+                raise UserError(path, f"holds no images or videos ({', '.join(suffixes)})")
             found += files
         elif path.is_file():
-            if not _is_input_file(path):
+            if not is_input_file(path):
                 raise UserError(path, f"predict reads {', '.join(IMAGE_SUFFIXES)} images and "
                                 f"{', '.join(VIDEO_SUFFIXES)} videos, not "
                                 f"{path.suffix or 'a file without a suffix'}")
@@ -101,7 +106,7 @@ def collect_inputs(arguments):
         elif path.exists():
             raise UserError(path, "is not a regular file or a folder")
         elif glob.has_magic(argument):
-            files = sorted(Path(name) for name in glob.glob(argument) if _is_input_file(Path(name)))
+            files = sorted(Path(name) for name in glob.glob(argument) if is_input_file(Path(name)))
             if not files:
                 raise UserError(argument, "matches no image or video file")
             found += files
@@ -116,33 +121,54 @@ def file_label(name):
 
 
 @dataclass(frozen=True)
+class Options:
+    """How the inputs are computed and written."""
+
+    tile_size: int = tiles.DEFAULT_TILE_SIZE   # None: whole images
+    format: str = "png"                        # of image outputs: runner/imaging/formats.py
+    quality: int = None                        # jpg and webp (None: formats.DEFAULT_QUALITY)
+    bicubic: bool = False                      # also write the bicubic comparison
+    degradation: str = "paper"                 # with --degrade
+    jobs: int = 1                              # processes sharing the inputs
+    threads: int = None                        # in all (None: as the process is set, and
+                                               # every core this process may use for jobs)
+    max_pixels: int = DEFAULT_MAX_PIXELS       # of an input image or video frame
+
+    def threads_per_job(self):
+        return max((self.threads or len(os.sched_getaffinity(0))) // self.jobs, 1)
+
+
+@dataclass(frozen=True)
 class Job:
     """One input and the files it gives."""
 
     source: Path
     kind: str           # image | degrade | video
-    outputs: tuple      # image: (network, bicubic); degrade: (figure,); video: (video,)
+    outputs: tuple      # image: (network,) or (network, bicubic); degrade: (figure,); video: (video,)
 
 
 def check_size(path, max_pixels=DEFAULT_MAX_PIXELS):
     """A UserError unless the image (or the video's frames) at `path` has at most
     `max_pixels` pixels, read from its header."""
+    from runner.imaging import picture
+    from runner.infer import video
     height, width = (video.frame_size(path) if is_video(path)
                      else picture.declared_size(path))
     if height * width > max_pixels:
         raise UserError(path, f"is {width}x{height} ({height * width:,} pixels), more than "
                         f"--max-pixels {max_pixels:,}: raise it to super-resolve the file "
-                        f"(a colour image of {DEFAULT_MAX_PIXELS:,} pixels takes about 5 GB)")
+                        "on a machine with the memory for it")
 
 
-def plan(paths, model, out_dir, degrade=False):
+def plan(paths, model, out_dir, degrade=False, options=Options()):
     """The Job of each input, with `out_dir` created; a UserError before any work if the folder
     cannot be written, an output would overwrite an input or two inputs would write the same
     file."""
+    from runner.score.evaluate import BICUBIC
     outputs.writable_folder(out_dir)
     label = file_label(model.name)
 
-    def named(path, what, suffix=".png"):
+    def named(path, what, suffix=f".{options.format}"):
         return Path(out_dir) / f"{path.stem}_x{model.scale}_{what}{suffix}"
 
     jobs = []
@@ -152,50 +178,124 @@ def plan(paths, model, out_dir, degrade=False):
                 raise UserError(path, "--degrade takes images, not videos")
             jobs.append(Job(path, "video", (named(path, label, ".mp4"),)))
         elif degrade:
-            jobs.append(Job(path, "degrade", (named(path, f"{label}_figure"),)))
+            jobs.append(Job(path, "degrade", (named(path, f"{label}_figure", ".png"),)))
         else:
-            jobs.append(Job(path, "image", (named(path, label), named(path, evaluate.BICUBIC))))
+            jobs.append(Job(path, "image", (named(path, label),)
+                            + ((named(path, BICUBIC),) if options.bicubic else ())))
     inputs = {path.resolve() for path in paths}
-    writers = {}
+    writers_of = {}
     for job in jobs:
         for output in job.outputs:
             if output.resolve() in inputs:
                 raise UserError(job.source, f"its output {output} would overwrite an input; "
                                 "choose another --out")
-            if output in writers:
-                raise UserError(job.source, f"{writers[output]} would write the same "
+            if output in writers_of:
+                raise UserError(job.source, f"{writers_of[output]} would write the same "
                                 f"{output}; give them different names or folders")
-            writers[output] = job.source
+            writers_of[output] = job.source
     return jobs
 
 
 # --------------------------------------------------------------------------- one image
 
-def predict_image(model, path, network_path, bicubic_path, tile_size=tiles.DEFAULT_TILE_SIZE):
-    """Write the network's and the bicubic result of one image file; returns their paths."""
-    image = picture.read(path)
-    network = colour.super_resolve_picture(model, image, tile_size)
-    bicubic = colour.bicubic_picture(image, model.scale)
-    return outputs.write_files({network_path: picture.encode_png(network, network_path),
-                                bicubic_path: picture.encode_png(bicubic, bicubic_path)})
+def predict_picture(model, image, paths, options=Options()):
+    """Write the network's result of a Picture to paths[0] (and, given paths[1], the bicubic
+    one); returns the paths."""
+    from runner.imaging import writers
+    from runner.infer import colour
+    height = image.size[0] * model.scale
+    results = [colour.bands(model, image, options.tile_size),
+               colour.bicubic_bands(image, model.scale)]
+    return [writers.write_bands(path, height, bands, options.format, options.quality)
+            for path, bands in zip(paths, results)]
+
+
+def predict_image(model, path, paths, options=Options()):
+    """predict_picture of an image file."""
+    from runner.imaging import picture
+    return predict_picture(model, picture.read(path), paths, options)
 
 
 # --------------------------------------------------------------------------- many inputs
 
-def run(jobs, model, tile_size=tiles.DEFAULT_TILE_SIZE, degradation="paper", progress=True,
-        max_pixels=DEFAULT_MAX_PIXELS):
-    """Run every Job in order; yields (job, result) as each completes. A failing input (one of
-    more than `max_pixels` too) stops the run with its UserError; the outputs of the inputs
-    before it are complete and kept."""
+def _run_one(model, job, options, image=None, progress=False):
+    """The result of one Job; `image`: its Picture, already read."""
+    from runner.infer import video
+    from runner.score import degraded
+    if job.kind == "video":
+        return video.predict_video(model, job.source, job.outputs[0], options.tile_size,
+                                   progress)
+    if job.kind == "degrade":
+        return degraded.predict_degraded(model, job.source, job.outputs[0],
+                                         options.degradation, options.tile_size)
+    return predict_picture(model, image, job.outputs, options)
+
+
+def _checked_picture(job, options):
+    """The job's Picture for an image (None otherwise), read once its header shows at most
+    `options.max_pixels` pixels (a video's frames and a --degrade image are checked too)."""
+    from runner.imaging import picture
+    check_size(job.source, options.max_pixels)
+    return picture.read(job.source) if job.kind == "image" else None
+
+
+def _read_ahead(jobs, options):
+    """For each job in turn: (job, a function returning its Picture for an image, else None),
+    the next image read and decoded in a thread while the current one is computed."""
+    with ThreadPoolExecutor(1) as reader:
+        upcoming = reader.submit(_checked_picture, jobs[0], options) if jobs else None
+        for index, job in enumerate(jobs):
+            current = upcoming
+            if index + 1 < len(jobs):
+                upcoming = reader.submit(_checked_picture, jobs[index + 1], options)
+            yield job, current.result
+
+
+def _in_this_process(jobs, model, options, progress):
+    if options.threads:         # else the process's own settings (OMP_NUM_THREADS) stand
+        from runner.infer import deploy
+        deploy.use_threads(options.threads)
+    for job, picture_of in _read_ahead(jobs, options):
+        yield job, _run_one(model, job, options, picture_of(), progress)
+
+
+_worker_model = None
+
+
+def _load_worker(model_path, device, scale, threads):
+    global _worker_model
+    from runner.infer import deploy
+    deploy.use_threads(threads)
+    _worker_model = deploy.load_for_inference(model_path, device, scale)
+
+
+def _run_in_worker(job, options):
+    return _run_one(_worker_model, job, options, _checked_picture(job, options))
+
+
+def _in_processes(jobs, model, options):
+    """Each job in a pool of `options.jobs` processes (spawned: torch's threads do not survive a
+    fork), each with the model loaded once; results in the jobs' order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    pool = ProcessPoolExecutor(options.jobs, multiprocessing.get_context("spawn"),
+                               initializer=_load_worker,
+                               initargs=(model.path, str(model.device), model.scale,
+                                         options.threads_per_job()))
+    try:
+        futures = [pool.submit(_run_in_worker, job, options) for job in jobs]
+        for job, future in zip(jobs, futures):
+            yield job, future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def run(jobs, model, options=Options(), progress=True):
+    """Run every Job; yields (job, result) in order as each completes. A failing input stops the
+    run with its UserError; the outputs of the inputs before it are complete and kept."""
+    from tqdm import tqdm
+    results = (_in_processes(jobs, model, options) if options.jobs > 1 and len(jobs) > 1
+               else _in_this_process(jobs, model, options, progress))
     # disable=None: a progress bar on a terminal only, never in logs or pipes
-    for job in tqdm(jobs, unit="file", leave=False,
-                    disable=None if progress and len(jobs) > 1 else True):
-        check_size(job.source, max_pixels)
-        if job.kind == "video":
-            yield job, video.predict_video(model, job.source, job.outputs[0], tile_size,
-                                           progress)
-        elif job.kind == "degrade":
-            yield job, degraded.predict_degraded(model, job.source, job.outputs[0],
-                                                 degradation, tile_size)
-        else:
-            yield job, predict_image(model, job.source, *job.outputs, tile_size)
+    yield from tqdm(results, total=len(jobs), unit="file", leave=False,
+                    disable=None if progress and len(jobs) > 1 else True)

@@ -14,12 +14,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from runner.config import loading
 from runner.errors import UserError, stored_in
-from runner.files import outputs, snapshot
-from runner.net import feeds
-from runner.score import plot
-from runner.train import train_log
 
 DEFAULT_FOLDER = Path("results/models")
 
@@ -27,6 +22,13 @@ DEFAULT_FOLDER = Path("results/models")
 def ship(state_path, name, folder=DEFAULT_FOLDER):
     """Ship the model of `state_path` as `<folder>/<name>.model` plus `<folder>/<name>/`;
     returns the paths written."""
+    # imported here, not above: `runner ship --help` reads DEFAULT_FOLDER and should not wait
+    # for h5py and matplotlib
+    from runner.config import loading
+    from runner.files import outputs, snapshot
+    from runner.net import feeds
+    from runner.score import plot
+    from runner.train import train_log
     if not name or Path(name).name != name or name.startswith("."):
         raise UserError("--name", f"{name!r} is not a plain file name (e.g. fsrcnn_x3)")
     state_path = Path(state_path)

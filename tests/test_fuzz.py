@@ -30,7 +30,6 @@ from cli_forks import UNPRIVILEGED_ID, CliForks
 from helpers import TINY_NET, created_mode, tiny_run, write_h5
 from runner.config import caffe_proto, schema
 from runner.config.schema import INTEGER_RANGES
-from runner.files import caffe_model
 
 DEEP_EXAMPLES = int(os.environ.get("SRCAFFE_FUZZ_EXAMPLES", "0"))
 TIME_BOUND_S = 20.0

@@ -18,10 +18,15 @@ of its repetitions, and what counts is their ratio.
    not depend on them), and the shipped unpadded x3 model beside it; the frames, the shipped
    FSRCNN-s (else random weights).
 3. `make prep` for T91 x3: the whole process, wall time.
+4. Whole `runner predict` processes against the plain OpenCV scripts people write (a 1080p and a
+   4K photo, BSD100 as a folder, a 640x360 clip with FSRCNN and FSRCNN-s), with each child's
+   peak memory; the same Y plane through onnxruntime running our model exported to ONNX; how
+   long the command line takes to start (`whole_process.py`; `--only whole` runs these alone).
 
 Ours also runs with runner/net/fast_paths.py disabled ("fast paths off"), to show what they give.
 
-One module per thing measured (`training.py`, `prediction.py`, `prep_time.py`), each with its
-contenders and its section of the report; `measure.py` holds how a comparison is timed and
-stated, `suite.py` runs them all and writes the report, `__main__.py` is the command line.
+One module per thing measured (`training.py`, `prediction.py`, `prep_time.py`,
+`whole_process.py`), each with its contenders and its section of the report; `measure.py` holds
+how a comparison is timed and stated, `suite.py` runs them all and writes the report,
+`__main__.py` is the command line.
 """

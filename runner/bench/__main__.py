@@ -5,7 +5,7 @@ from pathlib import Path
 
 from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
 from runner.bench.prep_time import ensure_prepared
-from runner.bench.suite import SOLVER, Sizes, report, run
+from runner.bench.suite import PARTS, SOLVER, Sizes, report, run
 from runner.config import loading
 from runner.net import structure
 
@@ -20,6 +20,11 @@ def main(argv=None):
                         help="torch and OpenCV threads (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=Sizes.repeats,
                         help="interleaved repetitions (default: %(default)s)")
+    parser.add_argument("--whole-repeats", type=int, default=Sizes.whole_repeats,
+                        help="interleaved repetitions of the whole-process rows (default: "
+                        "%(default)s)")
+    parser.add_argument("--only", choices=PARTS, default="all",
+                        help="whole: only the whole-process rows (default: %(default)s)")
     parser.add_argument("--out", default=str(DEFAULT_REPORT),
                         help="the Markdown report (default: results/bench.md)")
     args = parser.parse_args(argv)
@@ -29,7 +34,8 @@ def main(argv=None):
     layer = next(layer for layer in structure.phase_layers(setup.train_net, "TRAIN")
                  if layer.type == "HDF5Data")
     ensure_prepared(layer.hdf5_data_param.source)
-    results = run(Sizes(repeats=args.repeats), args.threads)
+    results = run(Sizes(repeats=args.repeats, whole_repeats=args.whole_repeats), args.threads,
+                  parts=args.only)
     text = report(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n", encoding="utf-8")

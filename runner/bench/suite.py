@@ -13,6 +13,7 @@ import torch
 from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
 from runner.bench.prediction import measure_prediction, prediction_section
 from runner.bench.prep_time import prep_seconds, prep_section
+from runner.bench.whole_process import measure_whole_process, whole_process_section
 from runner.bench.training import (
     REFERENCE_WORKERS,
     TrainingCost,
@@ -38,6 +39,8 @@ class Sizes:
     predictions: int = 4            # images (frames) per repetition
     prep_runs: int = 3
     reference_workers: int = REFERENCE_WORKERS
+    whole_repeats: int = 3          # interleaved repetitions of the whole-process rows
+    video_frames: tuple = (24, 72)  # frames of the short and the long clip
 
 
 @dataclass
@@ -54,30 +57,39 @@ class Results:
     profile: tuple = None           # (rows, milliseconds per step)
     predictions: list = None        # (task, model description, {name: [per second]}, unit)
     prep: list = None               # [seconds]
+    whole: object = None            # whole_process.WholeProcess
 
 
-def run(sizes=Sizes(), threads=DEFAULT_THREADS, solver_path=SOLVER, data_root=None, log=print):
-    """Every measurement, in one process; returns the Results. The solver file's train net
-    is ours; the reference loop reads the first .h5 file of its data layer. torch and OpenCV
-    run on `threads` threads meanwhile."""
+# what `--only` can choose: all of it, or the whole-process rows alone
+PARTS = ("all", "whole")
+
+
+def run(sizes=Sizes(), threads=DEFAULT_THREADS, solver_path=SOLVER, data_root=None, log=print,
+        parts="all"):
+    """Every measurement of `parts`; returns the Results. The solver file's train net is ours;
+    the reference loop reads the first .h5 file of its data layer. torch and OpenCV run on
+    `threads` threads meanwhile (and so do the processes of the whole-process rows)."""
     before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     try:
-        return _measure(sizes, threads, solver_path, data_root, log)
+        return _measure(sizes, threads, solver_path, data_root, log, parts)
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
 
 
-def _measure(sizes, threads, solver_path, data_root, log):
+def _measure(sizes, threads, solver_path, data_root, log, parts):
     results = Results(threads, sizes, os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="bench_") as folder:
-        measure_training(results, solver_path, Path(folder), log)
-        measure_prediction(results, Path(folder), data_root, log)
-        results.prep = prep_seconds(sizes.prep_runs, folder)
-        if results.prep:
-            log(f"make prep (T91 x3): {median(results.prep):.2f} s")
+        if parts == "all":
+            measure_training(results, solver_path, Path(folder), log)
+            measure_prediction(results, Path(folder), data_root, log)
+            results.prep = prep_seconds(sizes.prep_runs, folder)
+            if results.prep:
+                log(f"make prep (T91 x3): {median(results.prep):.2f} s")
+    results.whole = measure_whole_process(threads, sizes.whole_repeats, sizes.video_frames,
+                                          data_root, log)
     results.load_after = os.getloadavg()
     return results
 
@@ -101,8 +113,10 @@ def report(results):
              "5x slower with 2 threads than with 1 at a load of 3): `--threads 1` there.", "",
              f"Every comparison ran interleaved in one process, {sizes.repeats} repetitions; "
              "the tables give medians, and each repetition's value.", ""]
-    lines += training_section(results)
-    lines += prediction_section(results)
+    if results.training:
+        lines += training_section(results)
+        lines += prediction_section(results)
     if results.prep:
         lines += prep_section(results.prep)
+    lines += whole_process_section(results.whole)
     return "\n".join(lines)

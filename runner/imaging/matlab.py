@@ -28,6 +28,9 @@ _DTYPES = (np.float64, np.float32)
 
 # MATLAB's bicubic kernel (Keys, a = -0.5) is non-zero on [-2, 2].
 _CUBIC_KERNEL_WIDTH = 4.0
+# Upscaling, an output pixel reads input pixels within 2 of its position, which lies within half
+# a pixel of an input pixel's centre: 3 input pixels beyond a band of rows cover every tap.
+_UPSCALE_REACH = 3
 
 
 def _checked_dtype(dtype):
@@ -66,8 +69,11 @@ def rgb2ycbcr(image, *, channel_order, dtype=np.float64):
     return rgb @ (_YCBCR_FROM_RGB / 255.0).T + _YCBCR_OFFSET
 
 
-def rgb2y(image, *, channel_order):
-    """The Y channel of `rgb2ycbcr` alone: float64 (H, W), not rounded."""
+def rgb2y(image, *, channel_order, dtype=np.float64):
+    """The Y channel of `rgb2ycbcr` alone: (H, W), not rounded; in `dtype`."""
+    if _checked_dtype(dtype) is np.float32:
+        row = _reorder_rgb(_YCBCR_FROM_RGB[:1] / 255.0, channel_order)
+        return _affine_float32(image, row, _YCBCR_OFFSET[:1])
     rgb = _reorder_rgb(_colour(image), channel_order)
     return rgb @ (_YCBCR_FROM_RGB[0] / 255.0) + _YCBCR_OFFSET[0]
 
@@ -204,6 +210,17 @@ def _resize_along(image, weights, source_indices, axis):
     for tap in range(1, weights.shape[1]):
         resized += weights[:, tap].reshape(broadcast_shape) * lines[source_indices[:, tap]]
     return np.moveaxis(resized, 0, axis)
+
+
+def upscaled_rows(image, scale, top, bottom, dtype=np.float64, convert=None):
+    """Rows top * scale to bottom * scale of `imresize(convert(image), scale)` for an integer
+    `scale`, computed from input rows top..bottom and the few beyond them that the kernel reads
+    (the image's own edges mirrored, as for the whole image): the same values, for a band of
+    rows. `convert` (e.g. a colour conversion) is applied to those rows only."""
+    start, stop = max(top - _UPSCALE_REACH, 0), min(bottom + _UPSCALE_REACH, image.shape[0])
+    rows = image[start:stop]
+    upscaled = imresize(rows if convert is None else convert(rows), scale, dtype=dtype)
+    return upscaled[(top - start) * scale:(bottom - start) * scale]
 
 
 def imresize(image, scale=None, output_shape=None, dtype=np.float64):

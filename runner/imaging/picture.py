@@ -1,9 +1,9 @@
 """Image files as `runner predict` takes and gives them: colour or grayscale, alpha, 8 or 16 bits.
 
 Unlike prep (which wants the 8-bit Y of training images), predict keeps everything a user's file
-has: pixels are float64 in 0..255 units whatever the bit depth (16-bit values / 257, as MATLAB's
-im2uint8 scales; predict's results are float32, runner/infer/colour.py), an alpha channel rides along,
-and the file written back has the input's bit depth.
+has: pixels are float32 in 0..255 units whatever the bit depth (16-bit values / 257, as MATLAB's
+im2uint8 scales; float32 holds every 8-bit value exactly and a 16-bit one to 1e-7 of it), an
+alpha channel rides along, and the file written back has the input's bit depth.
 OpenCV decodes: colour is BGR, a CMYK JPEG arrives converted to BGR, a palette PNG expanded.
 An image's size is read from its header first (Pillow reads headers without decoding), so that
 predict can refuse one beyond its pixel limit before a single pixel is allocated.
@@ -25,7 +25,7 @@ UNREADABLE = "not a readable image (unknown format, damaged or truncated)"
 class Picture:
     """An image's planes in float, and the bit depth to write it back in."""
 
-    pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float64 (results: float32)
+    pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float32 (or float64)
     alpha: np.ndarray = None    # the same dtype, 0..255, (H, W); None when the file has none
     bit_depth: int = 8          # 8 or 16: what the file held and what is written back
 
@@ -73,9 +73,9 @@ def decode(data, where):
 def from_array(image, where):
     """A Picture from what OpenCV decodes: uint8/uint16, 1, 3 or 4 (BGRA) channels."""
     if image.dtype == np.uint8:
-        bit_depth, pixels = 8, image.astype(np.float64)
+        bit_depth, pixels = 8, image.astype(np.float32)
     elif image.dtype == np.uint16:
-        bit_depth, pixels = 16, image / UINT16_PER_UINT8
+        bit_depth, pixels = 16, np.divide(image, UINT16_PER_UINT8, dtype=np.float32)
     else:
         raise UserError(where, f"unsupported pixel type {image.dtype} (use 8- or 16-bit images)")
     channels = 1 if image.ndim == 2 else image.shape[2]

@@ -4,15 +4,24 @@ Y is MATLAB rgb2ycbcr's (the Y the net was trained on) and stays in float until 
 written; Cb, Cr and alpha go through MATLAB's bicubic imresize; the result is converted back with
 MATLAB's ycbcr2rgb. A grayscale picture is its own Y.
 
+The result comes in bands of `CHUNK_ROWS` input rows, top to bottom, as the net's tiles finish
+(runner/infer/tiles.py): each band's chroma is upscaled from its own rows and a few around them
+(`matlab.upscaled_rows`) and converted there, so no float plane of the whole output is ever held
+and a writer can encode (runner/imaging/writers.py) while the net computes the next band.
+
 The net computes in float32, and so does the rest by default: the same MATLAB formulas in float32
-(runner/imaging/matlab.py's `dtype`) are several times faster than in float64 and change a written 8-bit
-value by at most one level (tested); `dtype=np.float64` gives the float64 result.
+(runner/imaging/matlab.py's `dtype`) are several times faster than in float64 and change a written
+8-bit value by at most one level (tested); `dtype=np.float64` gives the float64 result.
 """
 import cv2
 import numpy as np
 
 from runner.imaging import matlab, picture
 from runner.infer import tiles
+
+# Input rows converted at a time: a band of the output small enough to stay in cache (96 output
+# rows of a 5760-pixel-wide result: 6.6 MB of float32 BGR).
+CHUNK_ROWS = 32
 
 
 def y_plane(image):
@@ -27,24 +36,66 @@ def super_resolve_y(model, y, tile_size, dtype=np.float64):
     return np.multiply(tiles.super_resolve(model, y / 255.0, tile_size), 255.0, dtype=dtype)
 
 
+def _net_input(image, dtype):
+    """The net's input for a Picture: its Y plane (computed in `dtype`) in 0..1, float32."""
+    y = (matlab.rgb2y(image.pixels, channel_order="bgr", dtype=dtype) if image.is_colour
+         else image.pixels)
+    return np.divide(y, 255.0, dtype=np.float32)
+
+
+def _chunks(top, bottom):
+    """(first, last) input rows of each chunk of CHUNK_ROWS between top and bottom."""
+    return [(first, min(first + CHUNK_ROWS, bottom)) for first in range(top, bottom, CHUNK_ROWS)]
+
+
+def bands(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
+    """(first output row, Picture) of the network's result for a Picture, top to bottom in bands
+    of CHUNK_ROWS input rows: Y by the net, chroma and alpha bicubic; planes in `dtype`. Besides
+    the picture, only its Y plane is held whole (the net's input, float32 in 0..1): each band's
+    chroma is converted from its own rows."""
+    scale = model.scale
+
+    def chroma(rows):
+        return matlab.rgb2ycbcr(rows, channel_order="bgr", dtype=dtype)[:, :, 1:]
+
+    for first_row, y_band in tiles.bands(model, _net_input(image, dtype), tile_size):
+        top = first_row // scale
+        for first, last in _chunks(top, top + len(y_band) // scale):
+            rows = np.multiply(y_band[(first - top) * scale:(last - top) * scale], 255.0,
+                               dtype=dtype)
+            if image.is_colour:
+                upscaled = matlab.upscaled_rows(image.pixels, scale, first, last, dtype, chroma)
+                # cv2.merge: Y and the two chroma planes into one (H, W, 3) array, faster than
+                # np.dstack
+                rows = matlab.ycbcr2rgb(cv2.merge([rows, upscaled]), channel_order="bgr",
+                                        dtype=dtype)
+            alpha = (None if image.alpha is None
+                     else matlab.upscaled_rows(image.alpha, scale, first, last, dtype))
+            yield first * scale, picture.Picture(rows, alpha, image.bit_depth)
+
+
+def bicubic_bands(image, scale, dtype=np.float32):
+    """(first output row, Picture) of the bicubic baseline of a Picture (every plane by MATLAB's
+    imresize), top to bottom in bands of CHUNK_ROWS input rows; planes in `dtype`."""
+    for first, last in _chunks(0, image.size[0]):
+        yield first * scale, image.map_planes(
+            lambda plane: matlab.upscaled_rows(plane, scale, first, last, dtype))
+
+
+def assembled(picture_bands):
+    """One Picture from the bands of one."""
+    parts = [part for _, part in picture_bands]
+    alpha = None if parts[0].alpha is None else np.concatenate([part.alpha for part in parts])
+    return picture.Picture(np.concatenate([part.pixels for part in parts]), alpha,
+                           parts[0].bit_depth)
+
+
 def super_resolve_picture(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
-    """The network's result for a Picture: Y by the net, chroma and alpha bicubic; its planes in
-    `dtype`."""
-    def bicubic_plane(plane):
-        return matlab.imresize(plane, model.scale, dtype=dtype)
-
-    if image.is_colour:
-        ycbcr = matlab.rgb2ycbcr(image.pixels, channel_order="bgr", dtype=dtype)
-        y = super_resolve_y(model, ycbcr[:, :, 0], tile_size, dtype)
-        # cv2.merge: Y and the two chroma planes into one (H, W, 3) array, faster than np.dstack
-        pixels = matlab.ycbcr2rgb(cv2.merge([y, bicubic_plane(ycbcr[:, :, 1:])]),
-                                  channel_order="bgr", dtype=dtype)
-    else:
-        pixels = super_resolve_y(model, image.pixels, tile_size, dtype)
-    alpha = None if image.alpha is None else bicubic_plane(image.alpha)
-    return picture.Picture(pixels, alpha, image.bit_depth)
+    """The network's result for a Picture, whole: Y by the net, chroma and alpha bicubic; its
+    planes in `dtype`."""
+    return assembled(bands(model, image, tile_size, dtype))
 
 
-def bicubic_picture(image, scale):
-    """The bicubic baseline of a Picture: every plane by MATLAB's imresize."""
-    return image.map_planes(lambda plane: matlab.imresize(plane, scale))
+def bicubic_picture(image, scale, dtype=np.float64):
+    """The bicubic baseline of a Picture, whole: every plane by MATLAB's imresize."""
+    return image.map_planes(lambda plane: matlab.imresize(plane, scale, dtype=dtype))

@@ -15,11 +15,14 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from runner.config import loading, schema
 from runner.errors import UserError, stored_in
 from runner.files import caffe_model
+from runner.imaging import matlab
 from runner.net import builder, devices, fast_paths, feeds, structure
 from runner.net.layers import registry
 
@@ -114,6 +117,19 @@ def receptive_width(net):
     return math.ceil(width)
 
 
+def use_threads(count):
+    """Compute on `count` threads: torch's (the net) and OpenCV's (colour, resizing)."""
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
+
+
+def receptive_reach(net):
+    """How far, in input pixels, an output pixel's receptive field reaches on either side of
+    it in a built Net: half the width, one pixel for a deconvolution's output phases not being
+    centred, and one for rounding (tiles/tests check that tiles of this overlap are seamless)."""
+    return receptive_width(net) // 2 + 2
+
+
 @dataclass(frozen=True)
 class Geometry:
     """How a deploy net's output follows its input along each axis: out = factor * in - shrink.
@@ -126,7 +142,7 @@ class Geometry:
     shrink: int
     padding: int
     crop: int
-    context: int      # tile overlap in input pixels: at least the receptive field's width
+    context: int      # tile overlap in input pixels on each side: the receptive field's reach
 
 
 def _output_size(deploy_net_module, output_name, input_shapes):
@@ -154,7 +170,7 @@ def measure_geometry(deploy_param, module, source, channels=1):
                         "of its input")
     padding = math.ceil(shrink / (2 * growth))
     return Geometry(growth, shrink, padding, (2 * growth * padding - shrink) // 2,
-                    receptive_width(module) + 1)
+                    receptive_reach(module))
 
 
 @dataclass
@@ -175,6 +191,30 @@ class InferenceModel:
     def upsamples_first(self):
         """True for an SRCNN-style net: its input is the bicubic-upscaled image."""
         return self.geometry.factor == 1 and self.scale > 1
+
+    def network_input(self, plane):
+        """A float32 plane in the net's units (0..1) as the net takes it: bicubic-upscaled first
+        (MATLAB imresize, in float32) for an SRCNN-style net, as it was trained."""
+        plane = np.asarray(plane, dtype=np.float32)
+        if self.upsamples_first:
+            return matlab.imresize(plane, self.scale, dtype=np.float32)
+        return plane
+
+    @torch.no_grad()
+    def run(self, plane):
+        """The net on one float32 network-input plane: its output, factor x the plane's size
+        (float32), centred on it (edge pixels repeated around the input of a net that
+        shrinks, its surplus cropped)."""
+        geometry = self.geometry
+        if geometry.padding:
+            plane = np.pad(plane, geometry.padding, mode="edge")
+        tensor = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None, None]
+        output = self.net({self.input_name: tensor.to(self.device)},
+                          keep=(self.output_name,))[self.output_name][0, 0]
+        crop = geometry.crop
+        if crop:
+            output = output[crop:output.shape[0] - crop, crop:output.shape[1] - crop]
+        return output.cpu().numpy()
 
 
 def model_net(path, model=None):

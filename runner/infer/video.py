@@ -1,13 +1,18 @@
 """`runner predict clip.mp4`: a video super-resolved frame by frame, same fps and frame count.
 
 OpenCV reads the frames (BGR) and writes an MPEG-4 (`mp4v`) video; each frame goes through
-predict's colour pipeline. The video is written under a temporary name and renamed when the last
+predict's colour pipeline. Three stages overlap: a thread decodes the next frame while this one
+is super-resolved, and another quantizes and encodes the previous one (OpenCV's codecs let other
+threads run meanwhile). The video is written under a temporary name and renamed when the last
 frame is in, so a failure never leaves a truncated video behind.
 """
+import collections
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from runner.errors import UserError
@@ -71,20 +76,36 @@ def predict_video(model, path, out_path, tile_size=tiles.DEFAULT_TILE_SIZE, prog
             writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
             if not writer.isOpened():
                 raise UserError(out_path, f"OpenCV cannot write a {FOURCC} video here")
-            frames = 0
             try:
                 # disable=None: a progress bar on a terminal only, never in logs or pipes
                 with tqdm(total=total, desc=Path(path).name, unit="frame",
                           disable=None if progress else True, leave=False) as bar:
-                    while frame is not None:
-                        result = colour.super_resolve_picture(
-                            model, picture.from_array(frame, path), tile_size)
-                        writer.write(picture.to_array(result))
-                        frames += 1
-                        bar.update()
-                        frame = _read(capture)
+                    frames = _pipeline(model, path, capture, frame, writer, tile_size, bar)
             finally:
                 writer.release()
     finally:
         capture.release()
     return VideoResult(Path(out_path), frames, fps)
+
+
+def _encode(writer, parts):
+    writer.write(np.concatenate([picture.to_array(part) for _, part in parts]))
+
+
+def _pipeline(model, path, capture, frame, writer, tile_size, bar):
+    """Super-resolve `frame` and every frame after it into `writer`, decoding and encoding in
+    threads of their own; returns the number of frames."""
+    frames, encoding = 0, collections.deque()
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as encoder:
+        while frame is not None:
+            upcoming = reader.submit(_read, capture)
+            parts = list(colour.bands(model, picture.from_array(frame, path), tile_size))
+            encoding.append(encoder.submit(_encode, writer, parts))
+            if len(encoding) > 1:
+                encoding.popleft().result()
+            frames += 1
+            bar.update()
+            frame = upcoming.result()
+        for done in encoding:
+            done.result()
+    return frames

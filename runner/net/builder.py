@@ -273,13 +273,25 @@ class Net(nn.Module):
 
     # ------------------------------------------------------------------ running
 
-    def forward(self, blobs):
+    def forward(self, blobs, keep=None):
         """All blobs of one pass, given the fed ones ({name: tensor}); in-place tops hold the
-        last value written, as in Caffe."""
+        last value written, as in Caffe. With `keep` (blob names), only those are returned and
+        every other blob is dropped once no later layer reads it: inference then holds two
+        activations at a time, not all of them."""
         blobs = dict(blobs)
-        for layer, module in self._steps:
+        last_reads = None if keep is None else self._last_reads()
+        for index, (layer, module) in enumerate(self._steps):
             blobs.update(zip(layer.top, module(*[blobs[name] for name in layer.bottom])))
+            if keep is not None:
+                for name in [name for name in blobs if name not in keep
+                             and last_reads.get(name, -1) <= index]:
+                    del blobs[name]
         return blobs
+
+    def _last_reads(self):
+        """{blob name: index of the last step that reads it}."""
+        return {name: index for index, (layer, _) in enumerate(self._steps)
+                for name in layer.bottom}
 
     def loss(self, blobs):
         """The objective: the sum of loss_weight * (sum of the top) over weighted tops."""

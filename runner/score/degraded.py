@@ -1,16 +1,15 @@
 """`runner predict --degrade`, the tutorial's test on one image: take it as ground truth, degrade
 it, super-resolve, score bicubic and network on Y against the ground truth (`evaluate.score`,
-shave = scale) and draw the comparison."""
+shave = scale) and draw the comparison.
+
+OpenCV, the colour pipeline, the evaluation and matplotlib are imported by the functions that use
+them: `runner predict --help` reads DEGRADATIONS from here and should not wait for them."""
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
 from runner.errors import UserError
 from runner.files import outputs
-from runner.imaging import matlab, picture
-from runner.infer import colour, tiles
-from runner.score import evaluate
+from runner.infer import tiles
 
 DEGRADATIONS = ("paper", "tutorial")
 # The tutorial's degradation: a 5x5 Gaussian blur (sigma from the size, OpenCV's rule: 1.1) and
@@ -19,8 +18,13 @@ TUTORIAL_BLUR_KERNEL = (5, 5)
 
 
 def degrade(image, scale, degradation="paper"):
-    """(ground truth, LR) of a Picture taken as ground truth: modcropped, alpha dropped."""
-    truth = picture.Picture(matlab.modcrop(image.pixels, scale), None, image.bit_depth)
+    """(ground truth, LR) of a Picture taken as ground truth: modcropped, alpha dropped; in
+    float64, the evaluation's precision."""
+    import cv2
+
+    from runner.imaging import matlab, picture
+    truth = picture.Picture(matlab.modcrop(image.pixels, scale).astype("float64"), None,
+                            image.bit_depth)
     if degradation == "paper":
         low = matlab.imresize(truth.pixels, 1 / scale)
     elif degradation == "tutorial":
@@ -42,7 +46,9 @@ class DegradeResult:
 def predict_degraded(model, path, figure_path, degradation="paper",
                      tile_size=tiles.DEFAULT_TILE_SIZE):
     """The tutorial's test on one image: degrade, super-resolve, score, draw the figure."""
-    from runner.score import figure  # matplotlib costs half a second: only --degrade pays it
+    from runner.imaging import matlab, picture
+    from runner.infer import colour
+    from runner.score import evaluate, figure
     image = picture.read(path)
     protocol = evaluate.Protocol(model.scale)
     smallest = evaluate.smallest_scorable_side(protocol)
