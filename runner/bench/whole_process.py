@@ -11,14 +11,11 @@ and BSD100's 100 images as a folder. A video's frame rate is its throughput once
 of a long clip less those of a short one, over the difference of their times (each process's
 start cancels out).
 """
-import glob
-import io
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -32,7 +29,6 @@ from runner.bench.measure import REPO_ROOT, interleaved, ratio_line, timed_rate,
 from runner.cli import COMMANDS
 from runner.imaging import datasets, matlab
 from runner.infer import deploy, tiles
-from runner.net import fast_paths
 
 SHIPPED = REPO_ROOT / "results" / "models"
 TARGETS = {"photo": 2.0, "folder": 3.0, "video": 2.0, "real_time_fps": 24.0, "onnx": 1.2,
@@ -99,7 +95,6 @@ class WholeProcess:
     folder_count: int = 0
     videos: dict = None         # model name -> {contender: [frames/s]}
     onnx: dict = None           # {contender: [planes/s]}
-    onnx_source: str = ""
     onnx_size: tuple = None
     starts: dict = None         # command line -> [seconds]
 
@@ -249,34 +244,9 @@ def measure_videos(result, folder, repeats, frames, data_root, log):
 
 
 def onnx_model(model_path, folder):
-    """(ONNX bytes of the deploy net, how they were made): `runner export --format onnx` where
-    it exists, else this bench's own torch.onnx export of the deploy net (plain layers, a
-    ConvTranspose for the deconvolution: the model as an ONNX user gets it)."""
-    if "onnx" in export.FORMATS:
-        export.export(model_path, folder, "onnx")
-        return Path(glob.glob(str(folder / "*.onnx"))[0]).read_bytes(), "runner export"
-    from runner.files import caffe_model
-    buffer = io.BytesIO()
-    with fast_paths.disabled(), warnings.catch_warnings():
-        _, deployed, module = deploy.trained_deploy_net(model_path,
-                                                        caffe_model.read_model(model_path))
-        input_name, output_name = deploy.input_blob(deployed), deploy.output_blob(deployed)
-
-        class Plane(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = module.eval()
-
-            def forward(self, plane):
-                return self.net({input_name: plane})[output_name]
-
-        # the tracer warns of shapes read as numbers: the deconvolution's, fixed by its weights
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(Plane(), (torch.zeros(1, 1, 32, 32),), buffer, dynamo=False,
-                          input_names=["plane"], output_names=["output"],
-                          dynamic_axes={"plane": {2: "height", 3: "width"},
-                                        "output": {2: "height", 3: "width"}})
-    return buffer.getvalue(), "the bench's torch.onnx export (runner export has no onnx yet)"
+    """The ONNX bytes of the deploy net as `runner export --format onnx` writes them (plain
+    layers, a ConvTranspose for the deconvolution: the model as an ONNX user gets it)."""
+    return Path(export.export(model_path, folder, "onnx")[0]).read_bytes()
 
 
 def measure_onnx(result, folder, repeats, data_root, log):
@@ -285,13 +255,14 @@ def measure_onnx(result, folder, repeats, data_root, log):
     model = deploy.load_for_inference(model_path)
     y = matlab.rgb2y(mosaic(960, 540, data_root), channel_order="bgr", dtype=np.float32) / 255
     result.onnx_size = y.shape
-    data, result.onnx_source = onnx_model(model_path, folder)
+    data = onnx_model(model_path, folder)
     settings = onnxruntime.SessionOptions()
     settings.intra_op_num_threads, settings.inter_op_num_threads = result.threads, 1
     session = onnxruntime.InferenceSession(data, settings, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
     # fed as ours is: the edge repeated around the plane, the output cropped (geometry)
     padded = np.pad(y, model.geometry.padding, mode="edge")[None, None]
-    theirs = session.run(None, {"plane": padded})[0][0, 0]
+    theirs = session.run(None, {feed: padded})[0][0, 0]
     crop = model.geometry.crop
     theirs = theirs[crop:theirs.shape[0] - crop, crop:theirs.shape[1] - crop] if crop else theirs
     difference = np.abs(theirs - tiles.super_resolve(model, y)).max()
@@ -299,7 +270,7 @@ def measure_onnx(result, folder, repeats, data_root, log):
         raise RuntimeError(f"onnxruntime's output differs from ours by {difference}")
     contenders = {"ours": lambda: timed_rate(lambda: tiles.super_resolve(model, y), 1),
                   "onnxruntime": lambda: timed_rate(
-                      lambda: session.run(None, {"plane": padded}), 1)}
+                      lambda: session.run(None, {feed: padded}), 1)}
     for contender in contenders.values():
         contender()                                         # warm-up
     result.onnx = interleaved(contenders, repeats)
@@ -406,7 +377,8 @@ def whole_process_section(result):
     lines += ["", *targets, "",
               "- A video's frames/s is its throughput once started: the frames of a long clip "
               "less those of a short one, over the difference of the two processes' times.",
-              f"- The ONNX model: {result.onnx_source}; onnxruntime {_onnxruntime_version()} "
+              f"- The ONNX model: `runner export --format onnx`; onnxruntime "
+              f"{_onnxruntime_version()} "
               f"with {threads} intra-op threads, fed the plane as ours is (edge repeated, "
               "output cropped) and checked equal to ours within 1e-4.",
               "- Each repetition:", *notes, ""]
