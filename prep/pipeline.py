@@ -1,9 +1,12 @@
-"""`make prep`: the images of the train and test sets → subimage pairs → HDF5 + source lists.
+"""`make prep`: the images of the train, validation and test sets → subimage pairs → HDF5 +
+source lists.
 
-For each split (train: `train_sets`, `stride`, augmentation; test: `test_sets`, `test_stride`,
-never augmented) every image file is read, hashed, reduced to its Y channel and cut into pairs
+For each split (train: `train_sets`, `stride`, augmentation; valid: the images held out of
+`validation_sets`, `test_stride`, never augmented; test: `test_sets`, `test_stride`, never
+augmented) every image file is read, hashed, reduced to its Y channel and cut into pairs
 (`prep/subimages.py`); the pairs go to `<output_dir>/<split>.h5` and Caffe's source list
-`<output_dir>/<split>.txt` names that file. The list holds the path as `output_dir` gives it:
+`<output_dir>/<split>.txt` names that file. A split without sets is not written. Held-out
+images are left out of training even where a train set names their folder. The list holds the path as `output_dir` gives it:
 relative paths are relative to the working directory, as Caffe reads them (run from the
 repository root, as `make prep` does); an absolute `output_dir` gives absolute paths.
 """
@@ -19,7 +22,7 @@ from runner.config import schema
 from runner.errors import UserError
 from runner.imaging import datasets, images
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "valid", "test")
 # Files named in the summary when images are skipped; the rest are counted.
 SKIPPED_NAMES_SHOWN = 3
 
@@ -54,26 +57,54 @@ def split_settings(prep_config, split):
     if split == "train":
         return (prep_config.train_sets, prep_config.stride,
                 (prep_config.augment_scales, prep_config.augment_rotations))
+    if split == "valid":
+        return prep_config.validation_sets, prep_config.test_stride, ((), ())
     return prep_config.test_sets, prep_config.test_stride, ((), ())
 
 
+def held_out(files, count):
+    """`count` of a validation set's image files (0: all), evenly spaced in name order."""
+    if not count or count >= len(files):
+        return list(files)
+    return [files[index * len(files) // count] for index in range(count)]
+
+
+def split_files(prep_config, data=None):
+    """{split: [(image name as "Set/file", path)]} for every split that has sets: the held-out
+    validation images taken out of the train split."""
+    def files_of(names):
+        return [(f"{name}/{path.name}", path) for name in names
+                for path in datasets.image_files(datasets.dataset_folder(name, data))]
+
+    valid = [pair for name in prep_config.validation_sets
+             for pair in held_out(files_of([name]), prep_config.validation_images)]
+    kept_out = {name for name, _ in valid}
+    splits = {"train": [pair for pair in files_of(prep_config.train_sets)
+                        if pair[0] not in kept_out],
+              "valid": valid, "test": files_of(prep_config.test_sets)}
+    return {split: splits[split] for split in SPLITS if split_settings(prep_config, split)[0]}
+
+
 def prepare(prep_config, data=None, source="prep config"):
-    """Write the train and test HDF5 files and source lists; a SplitSummary per split.
+    """Write the HDF5 file and source list of every split that has sets; a SplitSummary each.
 
     `data` overrides the datasets folder ($SR_DATA); `source` names the config in errors.
-    Every image of both splits is read and cut before the first file is written, so a bad
+    Every image of every split is read and cut before the first file is written, so a bad
     image anywhere leaves the previous outputs as they were.
     """
     subimages.check_config(prep_config, source)
-    folders = {split: [(name, datasets.dataset_folder(name, data))
-                       for name in split_settings(prep_config, split)[0]] for split in SPLITS}
+    files = split_files(prep_config, data)
+    if not files["train"]:
+        raise UserError(source, "validation_sets hold out every image of train_sets: nothing "
+                        "is left to train on")
     output = Path(prep_config.output_dir)
     hdf5_writer.make_output_folder(output)
     config_text = yaml.safe_dump(schema.to_mapping(prep_config, include_defaults=True),
                                  sort_keys=False)
-    cut = [cut_split(prep_config, split, folders[split], config_text) for split in SPLITS]
+    cut = {split: cut_split(prep_config, split, pairs, config_text)
+           for split, pairs in files.items()}
     summaries = []
-    for split, (inputs, labels, attributes) in zip(SPLITS, cut):
+    for split, (inputs, labels, attributes) in cut.items():
         h5_path = output / f"{split}.h5"
         hdf5_writer.write_pairs(h5_path, inputs, labels, attributes)
         summaries.append(SplitSummary(
@@ -86,12 +117,11 @@ def prepare(prep_config, data=None, source="prep config"):
     return summaries
 
 
-def cut_split(prep_config, split, folders, config_text):
-    """The uint8 inputs and labels of one split from the images of `folders` ([(name, path)]),
-    and the HDF5 attributes that record how they were made."""
+def cut_split(prep_config, split, files, config_text):
+    """The uint8 inputs and labels of one split from its image `files` ([(name, path)]), and
+    the HDF5 attributes that record how they were made."""
     _, stride, (scales, rotations) = split_settings(prep_config, split)
-    sources = [read_source_image(path, f"{name}/{path.name}", prep_config.y_conversion)
-               for name, folder in folders for path in datasets.image_files(folder)]
+    sources = [read_source_image(path, name, prep_config.y_conversion) for name, path in files]
     inputs, labels, skipped, copies_too_small = [], [], [], 0
     for image in sources:
         pairs = [subimages.make_pairs(copy, prep_config, stride)
@@ -104,7 +134,7 @@ def cut_split(prep_config, split, folders, config_text):
         inputs.extend(copy_inputs for copy_inputs, _ in pairs)
         labels.extend(copy_labels for _, copy_labels in pairs)
     if not inputs:
-        raise UserError(folders[0][1], f"no {split} pairs: every image is smaller than "
+        raise UserError(files[0][1].parent, f"no {split} pairs: every image is smaller than "
                         f"one {prep_config.hr_size}x{prep_config.hr_size} HR subimage")
     attributes = {
         "split": split,

@@ -28,8 +28,15 @@ CV_MAX_CHANNELS = 512
 
 def check_config(config, source):
     """Cross-key rules of a PrepConfig that the schema cannot state key by key."""
-    if not config.train_sets or not config.test_sets:
-        raise UserError(source, "train_sets and test_sets must each name at least one dataset")
+    if not config.train_sets:
+        raise UserError(source, "train_sets must name at least one dataset")
+    both = sorted(set(config.validation_sets) & set(config.test_sets))
+    if both:
+        raise UserError(source, f"{both[0]} is both a validation and a test set: choices made "
+                        "on the validation split would be made on the test set")
+    if config.validation_images and not config.validation_sets:
+        raise UserError(source, "validation_images holds out images of validation_sets, which "
+                        "names none")
     if config.input == "lr" and config.hr_size != config.lr_size * config.scale:
         raise UserError(source, f"hr_size must be lr_size * scale = {config.lr_size} * "
                         f"{config.scale} = {config.lr_size * config.scale}, got {config.hr_size}")

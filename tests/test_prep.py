@@ -129,6 +129,37 @@ def test_prep_twice_gives_byte_identical_files(tmp_path):
 
 # --------------------------------------------------------------------------- synthetic data
 
+def test_validation_images_are_held_out_of_training_and_cut_like_the_test_split(tmp_path):
+    root = tmp_path / "data"
+    names = [f"im_{index}.png" for index in range(1, 9)]
+    make_dataset(root, "Train", {name: smooth_colour_image(48, 48 + index)
+                                 for index, name in enumerate(names)})
+    prep_config = PrepConfig(train_sets=["Train"], test_sets=[], validation_sets=["Train"],
+                             validation_images=3, output_dir=str(tmp_path / "out"),
+                             augment_rotations=[90])
+    summaries = {summary.split: summary for summary in pipeline.prepare(prep_config, data=root)}
+    assert sorted(summaries) == ["train", "valid"]     # no test sets: no test split
+    train, valid = (read_h5(summaries[split].h5_path)[2] for split in ("train", "valid"))
+    # three of the eight, evenly spaced in name order: the 1st, 3rd and 6th
+    held = ["Train/im_1.png", "Train/im_3.png", "Train/im_6.png"]
+    assert list(valid["sources"]) == held
+    assert sorted(train["sources"]) == sorted(f"Train/{name}" for name in names
+                                              if f"Train/{name}" not in held)
+    assert valid["stride"] == prep_config.test_stride
+    assert list(valid["augment_rotations"]) == []
+    assert (tmp_path / "out" / "valid.txt").read_text().strip().endswith("valid.h5")
+
+
+def test_holding_out_every_training_image_is_a_user_error(tmp_path):
+    root = tmp_path / "data"
+    make_dataset(root, "Train", {"a.png": smooth_colour_image(48, 48)})
+    prep_config = PrepConfig(train_sets=["Train"], test_sets=[], validation_sets=["Train"],
+                             output_dir=str(tmp_path / "out"))
+    with pytest.raises(UserError, match="nothing is left to train on"):
+        pipeline.prepare(prep_config, data=root)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def colour_data(tmp_path):
     root = tmp_path / "data"
@@ -232,7 +263,9 @@ def test_offsets_snap_to_the_lr_grid_and_skip_too_small_axes():
     ({"input": "bicubic"}, "lr_size must equal hr_size"),
     ({"label_border": 11}, "leaves nothing"),
     ({"augment_scales": [1.5]}, "not a downscale"),
-    ({"test_sets": []}, "at least one dataset"),
+    ({"train_sets": []}, "at least one dataset"),
+    ({"validation_sets": ["Set5"]}, "both a validation and a test set"),
+    ({"validation_images": 3}, "names none"),
     ({"lr_context": 2, "degradation": "tutorial"}, "no image around it"),
 ])
 def test_inconsistent_sizes_are_user_errors(keys, problem):

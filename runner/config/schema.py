@@ -568,10 +568,17 @@ class PrepConfig:
                                      "180, 270)", repeated=True, choices=(90, 180, 270))
     train_sets: list = option(None, "string", "dataset folders for training", ("T91",),
                               repeated=True)
-    test_sets: list = option(None, "string", "dataset folders for testing", ("Set5",),
-                             repeated=True)
-    output_dir: str = option(None, "string", "folder for train.h5, test.h5, train.txt and "
-                             "test.txt", "results/data/x3")
+    test_sets: list = option(None, "string", "dataset folders for testing (none: no test "
+                             "split)", ("Set5",), repeated=True)
+    validation_sets: list = option(None, "string", "dataset folders whose images are held out "
+                                   "for validation: a valid split cut like the test split, "
+                                   "those images never trained on (choose snapshots and "
+                                   "hyper-parameters on it, not on the test sets)", repeated=True)
+    validation_images: int = option(None, "int32", "images held out of each validation set, "
+                                    "evenly spaced in name order (0: all of them)", 0,
+                                    minimum=0)
+    output_dir: str = option(None, "string", "folder for train.h5 and train.txt, valid.h5 and "
+                             "valid.txt, test.h5 and test.txt", "results/data/x3")
 
 
 # --------------------------------------------------------------------------- validation
