@@ -217,7 +217,8 @@ def add_inference_options(command):
     from runner.infer import tiles
     command.add_argument("--tile", type=positive_int(0), default=tiles.DEFAULT_TILE_SIZE,
                          help="tile side in LR pixels for large images (0: whole image; "
-                         "default: %(default)s)")
+                         "default: %(default)s; an image of at most "
+                         f"{tiles.WHOLE_PLANE_PIXELS:,} pixels runs whole)")
     command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 

@@ -164,7 +164,7 @@ def plan(paths, model, out_dir, degrade=False, options=Options()):
     """The Job of each input, with `out_dir` created; a UserError before any work if the folder
     cannot be written, an output would overwrite an input or two inputs would write the same
     file."""
-    from runner.score.evaluate import BICUBIC
+    from runner.score.protocol import BICUBIC
     outputs.writable_folder(out_dir)
     label = file_label(model.name)
 

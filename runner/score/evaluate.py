@@ -24,9 +24,7 @@ from runner.files import outputs
 from runner.imaging import datasets, images, matlab
 from runner.infer import colour, tiles
 from runner.score import metrics
-from runner.score.protocol import Protocol
-
-BICUBIC = "bicubic"
+from runner.score.protocol import BICUBIC, Protocol
 
 
 def ground_truth(image, protocol):

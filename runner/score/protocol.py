@@ -1,9 +1,12 @@
 """The papers' evaluation protocol as data: every choice of it (`Protocol`), the benchmark sets
-`runner test` scores by default and where its reports go. It imports nothing that computes, so
-that `runner test --help` starts at once; `evaluate.py` carries the protocol out."""
+`runner test` scores by default, where its reports go and the baseline's name. It imports nothing
+that computes, so that `runner test --help` starts at once (and `runner predict` names its
+outputs without loading the evaluation); `evaluate.py` carries the protocol out."""
 from dataclasses import dataclass
 from pathlib import Path
 
+# the bicubic baseline's name in reports and in predict's output file names
+BICUBIC = "bicubic"
 DEFAULT_SETS = ("Set5", "Set14", "BSD100")
 DEFAULT_REPORT_FOLDER = Path("results") / "test"
 
