@@ -21,7 +21,8 @@ would decode to gigabytes is refused without decoding it.
 
 Speed: an image goes through the net band by band and each band is converted and encoded in a
 thread of its own while the net computes the next (runner/infer/colour.py,
-runner/imaging/writers.py); the next image is read and decoded in another thread meanwhile; with
+runner/imaging/writers.py; an image of at most 512x512 pixels goes through whole, where tiles
+cost more than they save: runner/infer/tiles.py); the next image is read and decoded in another thread meanwhile; with
 `jobs` > 1, that many processes share the inputs and the threads. This module imports the
 floors that compute only when it runs, so that `runner predict --help` starts at once.
 """
