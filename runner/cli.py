@@ -17,6 +17,8 @@ EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 # What Ctrl-C and SIGHUP do to `runner train` (TrainOptions in runner/train/solver.py, which
 # checks them; written out here so that building the parser imports no torch)
 SIGNAL_EFFECTS = ("snapshot", "stop", "none")
+# The formats of `runner export` (FORMATS in runner/export.py, which imports torch)
+EXPORT_FORMATS = ("caffe", "onnx")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -215,7 +217,8 @@ def add_inference_options(command):
     from runner.infer import tiles
     command.add_argument("--tile", type=positive_int(0), default=tiles.DEFAULT_TILE_SIZE,
                          help="tile side in LR pixels for large images (0: whole image; "
-                         "default: %(default)s)")
+                         "default: %(default)s; an image of at most "
+                         f"{tiles.WHOLE_PLANE_PIXELS:,} pixels runs whole)")
     command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
@@ -289,14 +292,14 @@ def run_predict(args):
 
 
 def add_test(command):
-    from runner.score import evaluate
+    from runner.score import protocol
     command.add_argument("--model", help="the .model (or .caffemodel) to score (without it: "
                          "bicubic only)")
     command.add_argument("--bicubic-only", action="store_true",
                          help="score bicubic alone (the published baseline)")
-    command.add_argument("--sets", type=comma_list(), default=list(evaluate.DEFAULT_SETS),
+    command.add_argument("--sets", type=comma_list(), default=list(protocol.DEFAULT_SETS),
                          help="comma-separated dataset folders of SR_DATA (default: "
-                         f"{','.join(evaluate.DEFAULT_SETS)})")
+                         f"{','.join(protocol.DEFAULT_SETS)})")
     command.add_argument("--scale", type=comma_list(positive_int(2)),
                          help="upscaling factor(s), comma-separated for bicubic (default: the "
                          "model's, else 3)")
@@ -305,7 +308,7 @@ def add_test(command):
                          "YCrCb")
     command.add_argument("--shave", type=positive_int(0),
                          help="pixels cut from each border before scoring (default: the scale)")
-    command.add_argument("--out", default=str(evaluate.DEFAULT_REPORT_FOLDER),
+    command.add_argument("--out", default=str(protocol.DEFAULT_REPORT_FOLDER),
                          help="folder for the Markdown and CSV reports (default: %(default)s)")
     command.add_argument("--per-image", action="store_true",
                          help="also print every image's scores (the reports always have them)")
@@ -338,11 +341,11 @@ def run_test(args):
 
 
 def add_inspect(command):
-    from runner import inspect
+    from runner.net import structure
     command.add_argument("file", metavar="FILE", help="a .model, .caffemodel or .solverstate")
-    command.add_argument("--input", type=image_size, default=inspect.DEFAULT_INPUT_SIZE,
+    command.add_argument("--input", type=image_size, default=structure.DEFAULT_INPUT_SIZE,
                          help="HxW of the input the layer table is computed for (default: "
-                         f"{'x'.join(map(str, inspect.DEFAULT_INPUT_SIZE))})")
+                         f"{'x'.join(map(str, structure.DEFAULT_INPUT_SIZE))})")
     command.set_defaults(run=run_inspect)
 
 
@@ -352,9 +355,8 @@ def run_inspect(args):
 
 
 def add_export(command):
-    from runner import export
     command.add_argument("model", metavar="MODEL", help="the .model (or .caffemodel) to export")
-    command.add_argument("--format", choices=sorted(export.FORMATS), default="caffe",
+    command.add_argument("--format", choices=EXPORT_FORMATS, default="caffe",
                          help="what to write (default: %(default)s)")
     command.add_argument("--out", help="output folder (default: the model's)")
     command.set_defaults(run=run_export)

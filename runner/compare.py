@@ -27,7 +27,7 @@ from runner.config import loading, overrides, schema  # noqa: E402
 from runner.errors import UserError, stored_in  # noqa: E402
 from runner.files import outputs, snapshot  # noqa: E402
 from runner.infer import deploy  # noqa: E402
-from runner.score import evaluate, plot  # noqa: E402
+from runner.score import evaluate, plot, protocol  # noqa: E402
 from runner.train.train_log import log_paths, read_records  # noqa: E402
 
 DEFAULT_FOLDER = Path("results/compare")
@@ -172,7 +172,7 @@ def scored_psnrs(model_paths, set_name=SCORED_SET):
     for scale in sorted({model.scale for model in models}):
         methods = {str(index): evaluate.scoring_methods(model)[model.name]
                    for index, model in enumerate(models) if model.scale == scale}
-        scores = evaluate.evaluate_sets([set_name], evaluate.Protocol(scale), methods)
+        scores = evaluate.evaluate_sets([set_name], protocol.Protocol(scale), methods)
         means.update({int(mean.method): mean.psnr for mean in evaluate.means(scores)})
     return [means[index] for index in range(len(models))]
 

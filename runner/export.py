@@ -26,7 +26,7 @@ from runner.config import caffe_proto
 from runner.errors import UserError
 from runner.files import caffe_model, outputs
 from runner.infer import deploy
-from runner.net import fast_paths, feeds
+from runner.net import fast_paths, feeds, structure
 
 
 
@@ -96,7 +96,7 @@ def onnx_files(model_path, model):
     input_name, output_name = deploy.input_blob(deployed, str(model_path)), \
         deploy.output_blob(deployed)
     image = DeployImage(module, input_name, output_name).eval()
-    example = torch.zeros(1, 1, *deploy.DEFAULT_INPUT_SIZE)
+    example = torch.zeros(1, 1, *structure.DEFAULT_INPUT_SIZE)
     dims = {axis: torch.export.Dim(name) for axis, name in ONNX_DYNAMIC_AXES.items()}
     with fast_paths.disabled(), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(image, (example,), dynamo=True, verbose=False,
@@ -109,7 +109,8 @@ def onnx_files(model_path, model):
     return {ONNX_SUFFIX: proto.SerializeToString()}
 
 
-# format name -> the files it writes, {suffix: contents}, for (model path, ModelFile)
+# format name -> the files it writes, {suffix: contents}, for (model path, ModelFile); the
+# command line lists the names itself (runner/cli.py EXPORT_FORMATS) so that it imports no torch
 FORMATS = {"caffe": caffe_files, "onnx": onnx_files}
 
 

@@ -19,7 +19,6 @@ from runner.files import caffe_model, snapshot
 from runner.infer import deploy
 from runner.net import builder, structure
 
-DEFAULT_INPUT_SIZE = deploy.DEFAULT_INPUT_SIZE
 CONVOLUTIONS = ("Convolution", "Deconvolution")
 
 
@@ -61,7 +60,7 @@ def _blob_kinds(layer_type, blobs):
     return ["slopes" if layer_type == "PReLU" else "other"] * len(blobs)
 
 
-def summarize_net(net_param, source, input_size=DEFAULT_INPUT_SIZE, model=None):
+def summarize_net(net_param, source, input_size=structure.DEFAULT_INPUT_SIZE, model=None):
     """A NetSummary of a net's deploy form for a 1 x 1 x H x W input; the weights of `model`
     (a ModelFile) are checked to fit it when given."""
     deployed = deploy.deploy_net(net_param, source=source, input_size=tuple(input_size))
@@ -120,14 +119,14 @@ class SolverstateReport:
     net: NetSummary
 
 
-def inspect_model(path, input_size=DEFAULT_INPUT_SIZE):
+def inspect_model(path, input_size=structure.DEFAULT_INPUT_SIZE):
     model = caffe_model.read_model(path)
     summary = summarize_net(deploy.model_net(path, model), str(path), input_size, model)
     return ModelReport(Path(path), snapshot.file_sha256(path), Path(path).stat().st_size,
                        model.iteration, replace(summary, source=model.net_source))
 
 
-def inspect_solverstate(path, input_size=DEFAULT_INPUT_SIZE):
+def inspect_solverstate(path, input_size=structure.DEFAULT_INPUT_SIZE):
     state = snapshot.load_solverstate(path)
     for array in state.arrays():      # read to verify their checksums: damage is reported
         snapshot.read_array(array, dtype=None)
@@ -148,7 +147,7 @@ INSPECTORS = {".model": inspect_model, caffe_model.SUFFIX: inspect_model,
               ".solverstate": inspect_solverstate}
 
 
-def inspect_file(path, input_size=DEFAULT_INPUT_SIZE):
+def inspect_file(path, input_size=structure.DEFAULT_INPUT_SIZE):
     """A ModelReport or SolverstateReport, chosen by the file's suffix."""
     path = Path(path)
     if path.suffix not in INSPECTORS:

@@ -21,7 +21,8 @@ would decode to gigabytes is refused without decoding it.
 
 Speed: an image goes through the net band by band and each band is converted and encoded in a
 thread of its own while the net computes the next (runner/infer/colour.py,
-runner/imaging/writers.py); the next image is read and decoded in another thread meanwhile; with
+runner/imaging/writers.py; an image of at most 512x512 pixels goes through whole, where tiles
+cost more than they save: runner/infer/tiles.py); the next image is read and decoded in another thread meanwhile; with
 `jobs` > 1, that many processes share the inputs and the threads. This module imports the
 floors that compute only when it runs, so that `runner predict --help` starts at once.
 """
@@ -164,7 +165,7 @@ def plan(paths, model, out_dir, degrade=False, options=Options()):
     """The Job of each input, with `out_dir` created; a UserError before any work if the folder
     cannot be written, an output would overwrite an input or two inputs would write the same
     file."""
-    from runner.score.evaluate import BICUBIC
+    from runner.score.protocol import BICUBIC
     outputs.writable_folder(out_dir)
     label = file_label(model.name)
 

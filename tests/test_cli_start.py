@@ -1,19 +1,15 @@
 """The command line starts at once: building the parser of `runner --help` or of any command
-that needs no net loads neither torch nor OpenCV (they cost seconds; a command imports what it
+loads neither torch nor OpenCV, h5py or matplotlib (they cost seconds; a command imports what it
 needs when it runs)."""
 import subprocess
 import sys
 
 import pytest
 
-from runner.cli import COMMANDS
-
-# inspect and export still import the net builder for their flags' defaults (torch), test the
-# evaluation module (OpenCV and h5py)
-LIGHT = sorted(set(COMMANDS) - {"inspect", "export", "test"})
+from runner import cli
 
 
-@pytest.mark.parametrize("command", [None, *LIGHT])
+@pytest.mark.parametrize("command", [None, *sorted(cli.COMMANDS)])
 def test_parsing_imports_neither_torch_nor_opencv(command):
     words = [command] if command else []
     probe = ("import sys; from runner.cli import build_parser; "
@@ -22,3 +18,9 @@ def test_parsing_imports_neither_torch_nor_opencv(command):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_export_formats_are_the_exporters():
+    # the command line names them itself so that `runner export --help` imports no torch
+    from runner import export
+    assert set(cli.EXPORT_FORMATS) == set(export.FORMATS)

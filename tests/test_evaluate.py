@@ -11,6 +11,7 @@ from runner.errors import UserError
 from runner.imaging import matlab
 from runner.infer import deploy
 from runner.score import evaluate
+from runner.score.protocol import Protocol
 from sr_models import save_initial_model, trained_model
 
 # Bicubic baselines published with SRCNN / FSRCNN (mean Y PSNR in dB over each set) ...
@@ -25,7 +26,7 @@ def bicubic_means():
     """{(set, scale): Mean} of bicubic by evaluate's functions, every published entry."""
     means = {}
     for scale in (2, 3, 4):
-        scores = evaluate.evaluate_sets(["Set5", "Set14"], evaluate.Protocol(scale),
+        scores = evaluate.evaluate_sets(["Set5", "Set14"], Protocol(scale),
                                         evaluate.scoring_methods())
         means.update({(mean.dataset, mean.scale): mean for mean in evaluate.means(scores)})
     return means
@@ -64,14 +65,14 @@ def test_runner_test_bicubic_only_prints_and_writes_the_published_table(tmp_path
 
 def test_protocol_options_are_explicit_and_change_the_numbers():
     scores = {}
-    for protocol in (evaluate.Protocol(3), evaluate.Protocol(3, shave=0),
-                     evaluate.Protocol(3, y_conversion="opencv")):
+    for protocol in (Protocol(3), Protocol(3, shave=0),
+                     Protocol(3, y_conversion="opencv")):
         scores[protocol] = evaluate.evaluate_sets(["Set5"], protocol,
                                                   evaluate.scoring_methods())
     psnrs = [evaluate.means(items)[0].psnr for items in scores.values()]
     assert len(set(psnrs)) == 3
-    assert "3 pixels shaved" in evaluate.Protocol(3).describe()
-    assert "0 pixels shaved" in evaluate.Protocol(3, shave=0).describe()
+    assert "3 pixels shaved" in Protocol(3).describe()
+    assert "0 pixels shaved" in Protocol(3, shave=0).describe()
 
 
 def test_one_image_by_hand():
@@ -81,14 +82,14 @@ def test_one_image_by_hand():
     estimate = matlab.to_uint8(matlab.imresize(matlab.imresize(truth, 1 / 3), 3))
     difference = truth[3:-3, 3:-3].astype(float) - estimate[3:-3, 3:-3]
     expected = 10 * np.log10(255 ** 2 / np.mean(difference ** 2))
-    psnr, _ = evaluate.evaluate_image(image, evaluate.Protocol(3),
+    psnr, _ = evaluate.evaluate_image(image, Protocol(3),
                                       evaluate.scoring_methods(), "x")["bicubic"]
     assert psnr == pytest.approx(expected, abs=1e-9)
 
 
 def test_an_image_too_small_to_score_is_a_user_error():
     with pytest.raises(UserError, match="too small to score"):
-        evaluate.evaluate_image(np.zeros((18, 40), np.uint8), evaluate.Protocol(3),
+        evaluate.evaluate_image(np.zeros((18, 40), np.uint8), Protocol(3),
                                 evaluate.scoring_methods(), "tiny.png")
 
 

@@ -33,7 +33,9 @@ def y_plane(image):
 
 def super_resolve_y(model, y, tile_size, dtype=np.float64):
     """A float Y plane in 0..255 super-resolved by the net (which works in 0..1), in `dtype`."""
-    return np.multiply(tiles.super_resolve(model, y / 255.0, tile_size), 255.0, dtype=dtype)
+    return np.multiply(tiles.super_resolve(model, y / 255.0,
+                                           tiles.tile_size_for(model, y.shape, tile_size)),
+                       255.0, dtype=dtype)
 
 
 def _net_input(image, dtype):
@@ -58,7 +60,9 @@ def bands(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
     def chroma(rows):
         return matlab.rgb2ycbcr(rows, channel_order="bgr", dtype=dtype)[:, :, 1:]
 
-    for first_row, y_band in tiles.bands(model, _net_input(image, dtype), tile_size):
+    net_input = _net_input(image, dtype)
+    for first_row, y_band in tiles.bands(model, net_input,
+                                         tiles.tile_size_for(model, net_input.shape, tile_size)):
         top = first_row // scale
         for first, last in _chunks(top, top + len(y_band) // scale):
             rows = np.multiply(y_band[(first - top) * scale:(last - top) * scale], 255.0,

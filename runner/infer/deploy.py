@@ -26,8 +26,6 @@ from runner.imaging import matlab
 from runner.net import builder, devices, fast_paths, feeds, structure
 from runner.net.layers import registry
 
-# The shape a deploy net is built and checked for; it runs on any image size at run time.
-DEFAULT_INPUT_SIZE = (32, 32)
 # Probe sizes for measuring how the output size follows the input size.
 PROBE_SIZES = (32, 40)
 
@@ -38,7 +36,7 @@ def is_loss(layer):
     return any(layer.loss_weight) or bool(layer_class and layer_class.is_loss)
 
 
-def deploy_net(net_param, phase="TEST", source="<net>", input_size=DEFAULT_INPUT_SIZE,
+def deploy_net(net_param, phase="TEST", source="<net>", input_size=structure.DEFAULT_INPUT_SIZE,
                channels=1):
     """The deploy form of one phase of a net: each data layer's first top (Caffe's order: data,
     then label) becomes an Input of shape 1 x channels x H x W; its other tops (the label), loss

@@ -1,6 +1,11 @@
 """Which layers a phase of a net file has (Caffe's FilterNet; legacy forms were upgraded when the
-file was read, runner/config/upgrade.py), and the upscaling factor a net encodes."""
+file was read, runner/config/upgrade.py), the upscaling factor a net encodes and the input size
+its deploy form is built for. It imports no torch: `runner inspect --help` reads it."""
 from runner.errors import UserError
+
+# The H x W a deploy net is built and checked for (runner/infer/deploy.py, `runner inspect`);
+# it runs on any image size at run time.
+DEFAULT_INPUT_SIZE = (32, 32)
 
 
 def included(layer, phase, source):

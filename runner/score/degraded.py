@@ -49,8 +49,9 @@ def predict_degraded(model, path, figure_path, degradation="paper",
     from runner.imaging import matlab, picture
     from runner.infer import colour
     from runner.score import evaluate, figure
+    from runner.score.protocol import Protocol
     image = picture.read(path)
-    protocol = evaluate.Protocol(model.scale)
+    protocol = Protocol(model.scale)
     smallest = evaluate.smallest_scorable_side(protocol)
     if min(image.size) < smallest:
         raise UserError(path, f"{image.size[1]}x{image.size[0]} is too small to degrade and "

@@ -1,6 +1,7 @@
 """`runner test`: PSNR and SSIM of bicubic and a model on benchmark sets, the papers' protocol.
 
-The protocol of the SRCNN/FSRCNN MATLAB scripts, each choice a field of `Protocol`:
+The protocol of the SRCNN/FSRCNN MATLAB scripts, each choice a field of `Protocol`
+(runner/score/protocol.py):
 - ground truth: the image's Y channel (MATLAB `rgb2ycbcr`, rounded to uint8; a grayscale image is
   its own Y), modcropped to a multiple of the scale;
 - LR image: MATLAB's bicubic `imresize(Y, 1/scale)`, kept in floating point as their
@@ -23,28 +24,7 @@ from runner.files import outputs
 from runner.imaging import datasets, images, matlab
 from runner.infer import colour, tiles
 from runner.score import metrics
-
-BICUBIC = "bicubic"
-DEFAULT_SETS = ("Set5", "Set14", "BSD100")
-DEFAULT_REPORT_FOLDER = Path("results") / "test"
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """Every choice of the evaluation; the defaults are the papers'."""
-
-    scale: int
-    y_conversion: str = "matlab"   # matlab: rgb2ycbcr's Y; opencv: cv2 YCrCb's full-range Y
-    shave: int = None              # pixels cut from each border before scoring (None: scale)
-
-    @property
-    def border(self):
-        return self.scale if self.shave is None else self.shave
-
-    def describe(self):
-        return (f"x{self.scale}, Y by {self.y_conversion}, modcrop to a multiple of "
-                f"{self.scale}, LR = MATLAB bicubic imresize(Y, 1/{self.scale}) in float, "
-                f"estimates rounded to uint8, {self.border} pixels shaved, SSIM of Wang et al")
+from runner.score.protocol import BICUBIC, Protocol
 
 
 def ground_truth(image, protocol):
