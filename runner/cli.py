@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 
 from runner.errors import UserError, stored_in
+from runner.train.signals import SIGNAL_EFFECTS
 
 EXIT_USER_ERROR = 2
 # what a shell reports for a command that wrote into a closed pipe (`runner schema net | head`)
 EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
-# What Ctrl-C and SIGHUP do to `runner train` (TrainOptions in runner/train/solver.py, which
-# checks them; written out here so that building the parser imports no torch)
-SIGNAL_EFFECTS = ("snapshot", "stop", "none")
-# The formats of `runner export` (FORMATS in runner/export.py, which imports torch)
+# The formats of `runner export` (FORMATS in runner/export.py, which imports torch; a test
+# checks the two agree)
 EXPORT_FORMATS = ("caffe", "onnx")
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_run, write_h5
-from runner.bench import prediction, suite, training
+from runner.bench import prediction, suite, training, whole_process
 from runner.config import loading, schema
 from runner.imaging import datasets, matlab
 from runner.infer import deploy, tiles
@@ -214,11 +214,18 @@ def test_training_cost_counts_the_papers_multiply_adds():
     assert cost.flops == 2 * 49 * (3 * 12_464 - 1_400)
 
 
+# the whole-process rows on inputs of a few pixels, each of their processes once
+TINY_INPUTS = whole_process.Inputs(photos=(("small", (48, 32)), ("large", (64, 48))),
+                                   video_size=(32, 24), video_frames=(2, 4), plane_size=(40, 30),
+                                   folder_images=2)
+
+
 def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
+    # the whole-process rows start some 35 processes: their own tests below
     solver = tiny_run(tmp_path)
     sizes = suite.Sizes(repeats=1, batch=4, our_iterations=2, reference_batches=2,
                         matmul_size=32, matmuls=1, image_size=12, frame_size=(6, 10),
-                        predictions=1, prep_runs=0, reference_workers=0)
+                        predictions=1, prep_runs=0, reference_workers=0, whole_inputs=None)
     results = suite.run(sizes, threads=1, solver_path=solver, log=lambda line: None)
     assert all(value > 0 for values in results.training.values() for value in values)
     assert results.cost.forward > 0 and results.peak[0] > 0
@@ -230,6 +237,57 @@ def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
                     "torch.profiler", "## Super-resolving", "torch.set_num_threads(1)",
                     "fast paths off"):
         assert heading in text
+    assert "## Whole processes" not in text
+
+
+def test_whole_process_commands_write_the_3x_picture(tmp_path):
+    """The two processes a photo row times, ours and the OpenCV script, run and write the
+    picture three times the size (the rows' other inputs go through the same commands)."""
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), whole_process.mosaic(40, 24))
+    for argv, out in [(whole_process.ours(photo, "FSRCNN", tmp_path / "ours", 1),
+                       tmp_path / "ours"),
+                      (whole_process.opencv("photo", photo, "FSRCNN", tmp_path / "opencv.png",
+                                            1), tmp_path)]:
+        seconds, peak = whole_process.run_process(argv)
+        assert seconds > 0 and peak > 0
+        [written] = [path for path in out.glob("*.png") if path != photo]
+        assert cv2.imread(str(written)).shape == (72, 120, 3)
+
+
+def test_whole_process_section_states_each_ratio_and_target():
+    inputs = whole_process.Inputs(photos=(("4K", (3840, 2160)),), video_size=(640, 360))
+    result = whole_process.WholeProcess(
+        threads=2, inputs=inputs, photos={"4K": {"ours": [1.0, 1.2, 0.9],
+                                                 "OpenCV": [3.0, 3.2, 2.9]}},
+        peak_bytes={"4K": {"ours": [500 << 20], "OpenCV": [2000 << 20]}},
+        output_bytes={"4K": 9 * 3840 * 2160 * 3}, folder={"ours": [10.0], "OpenCV": [4.0]},
+        folder_count=100, videos={"FSRCNN-s": {"ours": [30.0], "OpenCV": [10.0]}},
+        onnx={"ours": [20.0], "onnxruntime": [25.0]}, onnx_size=(540, 960),
+        starts={"--help": [0.1], "train --help": [0.3]})
+    text = "\n".join(whole_process.whole_process_section(result))
+    # photos in seconds: OpenCV's over ours; rates: ours over OpenCV's
+    assert "| photo 3840x2160 -> 11520x6480 (FSRCNN x3) | 1.00 s | 3.00 s | **3.00x** | 2x |" \
+        in text
+    assert "BSD100 folder, 100 images x3 | 10.00 images/s | 4.00 images/s | **2.50x** | 3x |" \
+        in text
+    assert "video 640x360 -> 1920x1080 (FSRCNN-s x3)" in text and "**3.00x**" in text
+    assert "| 960x540 Y plane (FSRCNN x3), in one process | 50 ms | onnxruntime 40 ms | " \
+        "**0.80x** |" in text
+    assert "FSRCNN-s video in real time: **30.0 frames/s**" in text
+    assert "peak memory, 4K photo: ours **500 MiB**" in text and "met" in text
+    assert "is `runner train --help`, **0.30 s**" in text
+
+
+@pytest.mark.slow
+def test_whole_process_rows_run_end_to_end_on_tiny_inputs():
+    result = whole_process.measure_whole_process(1, 1, TINY_INPUTS, log=lambda line: None)
+    assert result.folder_count == 2 and result.onnx_size == (30, 40)
+    text = "\n".join(whole_process.whole_process_section(result))
+    for row in ("photo 64x48 -> 192x144", "BSD100 folder, 2 images x3",
+                "video 32x24 -> 96x72 (FSRCNN-s x3)", "peak memory, large photo",
+                "40x30 Y plane", "start: the slowest"):
+        assert row in text
 
 
 def test_reference_dataset_opens_the_file_per_sample(tmp_path):

@@ -2,7 +2,8 @@
 import h5py
 import numpy as np
 
-from helpers import assert_one_line_error, run_cli, tiny_run
+from helpers import assert_one_line_error, tiny_run
+from in_process import run_main
 from runner.files import snapshot
 
 
@@ -12,12 +13,12 @@ def mark_scale(h5_path, scale):
         h5.attrs["scale"] = scale
 
 
-def test_ship_copies_the_model_with_its_stored_configs_and_logs(tmp_path):
+def test_ship_copies_the_model_with_its_stored_configs_and_logs(tmp_path, capfd):
     solver = tiny_run(tmp_path, max_iter=10, snapshot=10)
-    assert run_cli("train", "--solver", solver).returncode == 0
+    assert run_main(capfd, "train", "--solver", solver).returncode == 0
     state = tmp_path / "run" / "tiny_iter_10.solverstate"
     shipped = tmp_path / "models"
-    result = run_cli("ship", state, "--name", "tiny_x3", "--out", shipped)
+    result = run_main(capfd, "ship", state, "--name", "tiny_x3", "--out", shipped)
     assert result.returncode == 0, result.stderr
     assert (shipped / "tiny_x3.model").read_bytes() == \
         (tmp_path / "run" / "tiny_iter_10.model").read_bytes()
@@ -30,27 +31,27 @@ def test_ship_copies_the_model_with_its_stored_configs_and_logs(tmp_path):
     assert not [path for path in shipped.iterdir() if path.name.startswith(".")]
 
 
-def test_ship_refuses_a_snapshot_whose_model_changed(tmp_path):
+def test_ship_refuses_a_snapshot_whose_model_changed(tmp_path, capfd):
     solver = tiny_run(tmp_path, max_iter=10, snapshot=10)
-    assert run_cli("train", "--solver", solver).returncode == 0
+    assert run_main(capfd, "train", "--solver", solver).returncode == 0
     (tmp_path / "run" / "tiny_iter_10.model").write_bytes(b"not the model")
     shipped = tmp_path / "models"
-    assert_one_line_error(run_cli("ship", tmp_path / "run" / "tiny_iter_10.solverstate",
-                                  "--name", "tiny_x3", "--out", shipped), "tiny_iter_10")
+    assert_one_line_error(run_main(capfd, "ship", tmp_path / "run" / "tiny_iter_10.solverstate",
+                                   "--name", "tiny_x3", "--out", shipped), "tiny_iter_10")
     assert not (shipped / "tiny_x3.model").exists()
 
 
-def test_ship_name_must_be_a_plain_file_name(tmp_path):
-    result = run_cli("ship", tmp_path / "x.solverstate", "--name", "../elsewhere",
-                     "--out", tmp_path / "models")
+def test_ship_name_must_be_a_plain_file_name(tmp_path, capfd):
+    result = run_main(capfd, "ship", tmp_path / "x.solverstate", "--name", "../elsewhere",
+                      "--out", tmp_path / "models")
     assert_one_line_error(result, "--name", "plain file name")
     assert not (tmp_path / "models").exists()
 
 
-def test_models_keep_their_training_data_scale_and_ship_fills_it_in_for_older_ones(tmp_path):
+def test_models_keep_their_training_data_scale_and_ship_fills_it_in_for_older_ones(tmp_path, capfd):
     solver = tiny_run(tmp_path, max_iter=10, snapshot=10)
     mark_scale(tmp_path / "train.h5", 3)
-    assert run_cli("train", "--solver", solver).returncode == 0
+    assert run_main(capfd, "train", "--solver", solver).returncode == 0
     model_path = tmp_path / "run" / "tiny_iter_10.model"
     assert snapshot.load_model(model_path).scale == 3
     # a snapshot from before models kept it: ship takes it from the training data
@@ -61,7 +62,7 @@ def test_models_keep_their_training_data_scale_and_ship_fills_it_in_for_older_on
     state = snapshot.load_solverstate(state_path)
     state.learned_net_sha256 = snapshot.file_sha256(model_path)
     snapshot.save_solverstate(state_path, state)
-    result = run_cli("ship", state_path, "--name", "tiny_x3", "--out", tmp_path / "models")
+    result = run_main(capfd, "ship", state_path, "--name", "tiny_x3", "--out", tmp_path / "models")
     assert result.returncode == 0, result.stderr
     shipped = snapshot.load_model(tmp_path / "models" / "tiny_x3.model")
     assert shipped.scale == 3 and shipped.iteration == 10

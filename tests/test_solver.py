@@ -1,4 +1,6 @@
-"""The solver loop: Caffe's semantics, exact resume, signals, logs, and bad input."""
+"""The solver loop: Caffe's semantics, exact resume, signals, logs, and bad input (run through
+`runner.cli.main` in this process: a new interpreter per case would cost seconds each; the signal
+and log tests start real processes, and the fuzz suite runs bad input in processes of its own)."""
 import json
 import pickle
 import signal
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, run_cli, tiny_run, write_h5
+from in_process import run_main
 from runner.config import loading
 from runner.files import snapshot
 from runner.train.solver import Solver, TrainOptions, train
@@ -151,51 +154,53 @@ def test_sighup_snapshots_and_goes_on(tmp_path):
     assert len(snapshots_of(tmp_path / "run")) == 1
 
 
-def test_diverging_loss_stops_with_a_clear_message(tmp_path):
+def test_diverging_loss_stops_with_a_clear_message(tmp_path, capfd):
     solver_file = tiny_run(tmp_path, 200, 5)
     solver_file.write_text(solver_file.read_text().replace("base_lr: 0.001", "base_lr: 1.0e+6"))
-    result = run_cli("train", "--solver", solver_file)
+    result = run_main(capfd, "train", "--solver", solver_file)
     line = assert_one_line_error(result, solver_file, "loss is")
     assert "last good snapshot" in line
 
 
 # ---------------------------------------------------------------------------- bad input
 
-def test_unknown_solver_key_suggests_the_right_one(tmp_path):
+def test_unknown_solver_key_suggests_the_right_one(tmp_path, capfd):
     solver_file = tiny_run(tmp_path)
     solver_file.write_text(solver_file.read_text().replace("base_lr", "base_rl"))
-    assert_one_line_error(run_cli("train", "--solver", solver_file), solver_file,
+    assert_one_line_error(run_main(capfd, "train", "--solver", solver_file), solver_file,
                           "unknown key 'base_rl' (did you mean 'base_lr'?)")
 
 
-def test_missing_solver_file(tmp_path):
-    assert_one_line_error(run_cli("train", "--solver", tmp_path / "nope.yaml"), "no such file")
+def test_missing_solver_file(tmp_path, capfd):
+    assert_one_line_error(run_main(capfd, "train", "--solver", tmp_path / "nope.yaml"),
+                          "no such file")
 
 
-def test_weights_and_snapshot_together_are_refused(tmp_path):
-    assert_one_line_error(run_cli("train", "--solver", "a.yaml", "--snapshot", "b.solverstate",
-                                  "--weights", "c.model"), "not both")
+def test_weights_and_snapshot_together_are_refused(tmp_path, capfd):
+    assert_one_line_error(run_main(capfd, "train", "--solver", "a.yaml", "--snapshot",
+                                   "b.solverstate", "--weights", "c.model"), "not both")
 
 
-def test_unknown_flag_is_one_line():
-    assert_one_line_error(run_cli("train", "--solvr", "x.yaml"), "--solvr")
+def test_unknown_flag_is_one_line(capfd):
+    assert_one_line_error(run_main(capfd, "train", "--solvr", "x.yaml"), "--solvr")
 
 
-def test_missing_hdf5_dataset(tmp_path):
+def test_missing_hdf5_dataset(tmp_path, capfd):
     solver_file = tiny_run(tmp_path)
     with h5py.File(tmp_path / "train.h5", "w") as h5:
         h5.create_dataset("Input", data=np.zeros((4, 1, 7, 7), np.float32))
-    assert_one_line_error(run_cli("train", "--solver", solver_file), "train.h5",
+    assert_one_line_error(run_main(capfd, "train", "--solver", solver_file), "train.h5",
                           "no dataset 'Ground'")
 
 
-def test_label_shape_that_does_not_match_the_net(tmp_path):
+def test_label_shape_that_does_not_match_the_net(tmp_path, capfd):
     solver_file = tiny_run(tmp_path)
     write_h5(tmp_path / "train.h5", 16, seed=3, lr_size=7, hr_size=14)
-    assert_one_line_error(run_cli("train", "--solver", solver_file), "train.h5", "Ground")
+    assert_one_line_error(run_main(capfd, "train", "--solver", solver_file), "train.h5",
+                          "Ground")
 
 
-def test_snapshot_of_a_different_net(tmp_path):
+def test_snapshot_of_a_different_net(tmp_path, capfd):
     train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
     (tmp_path / "other").mkdir()
@@ -203,29 +208,29 @@ def test_snapshot_of_a_different_net(tmp_path):
     net_file = tmp_path / "other" / "net.yaml"
     net_file.write_text(net_file.read_text().replace("num_output: 6", "num_output: 5"))
     before = state_path.read_bytes()
-    line = assert_one_line_error(run_cli("train", "--solver", other, "--snapshot", state_path),
-                                 "conv1")
+    line = assert_one_line_error(run_main(capfd, "train", "--solver", other, "--snapshot",
+                                          state_path), "conv1")
     assert "shape" in line
     assert state_path.read_bytes() == before
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random"])
-def test_damaged_snapshot(tmp_path, damage):
+def test_damaged_snapshot(tmp_path, damage, capfd):
     train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     state_path = tmp_path / "run" / "tiny_iter_10.solverstate"
     data = state_path.read_bytes()
     state_path.write_bytes(data[: len(data) // 2] if damage == "truncated"
                            else np.random.default_rng(0).bytes(len(data)))
-    assert_one_line_error(run_cli("train", "--snapshot", state_path), state_path,
+    assert_one_line_error(run_main(capfd, "train", "--snapshot", state_path), state_path,
                           "not a valid solverstate")
 
 
-def test_changed_model_file_is_detected(tmp_path):
+def test_changed_model_file_is_detected(tmp_path, capfd):
     train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 10)
     with h5py.File(model_path, "a") as h5:
         h5["data/conv1/0"][0, 0, 0, 0] += 1
-    assert_one_line_error(run_cli("train", "--snapshot", state_path), "sha256")
+    assert_one_line_error(run_main(capfd, "train", "--snapshot", state_path), "sha256")
 
 
 def test_fine_tune_copies_layers_by_name(tmp_path):

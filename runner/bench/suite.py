@@ -13,7 +13,7 @@ import torch
 from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
 from runner.bench.prediction import measure_prediction, prediction_section
 from runner.bench.prep_time import prep_seconds, prep_section
-from runner.bench.whole_process import measure_whole_process, whole_process_section
+from runner.bench.whole_process import Inputs, measure_whole_process, whole_process_section
 from runner.bench.training import (
     REFERENCE_WORKERS,
     TrainingCost,
@@ -40,7 +40,7 @@ class Sizes:
     prep_runs: int = 3
     reference_workers: int = REFERENCE_WORKERS
     whole_repeats: int = 3          # interleaved repetitions of the whole-process rows
-    video_frames: tuple = (24, 72)  # frames of the short and the long clip
+    whole_inputs: Inputs = Inputs()  # what the whole-process rows run on (None: no such rows)
 
 
 @dataclass
@@ -88,8 +88,9 @@ def _measure(sizes, threads, solver_path, data_root, log, parts):
             results.prep = prep_seconds(sizes.prep_runs, folder)
             if results.prep:
                 log(f"make prep (T91 x3): {median(results.prep):.2f} s")
-    results.whole = measure_whole_process(threads, sizes.whole_repeats, sizes.video_frames,
-                                          data_root, log)
+    if sizes.whole_inputs is not None:
+        results.whole = measure_whole_process(threads, sizes.whole_repeats, sizes.whole_inputs,
+                                              data_root, log)
     results.load_after = os.getloadavg()
     return results
 
@@ -118,5 +119,6 @@ def report(results):
         lines += prediction_section(results)
     if results.prep:
         lines += prep_section(results.prep)
-    lines += whole_process_section(results.whole)
+    if results.whole:
+        lines += whole_process_section(results.whole)
     return "\n".join(lines)

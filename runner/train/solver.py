@@ -22,14 +22,13 @@ from runner.train import distributed, lr_policy, tensorboard, train_log, update_
 from runner.train.feeder import HDF5Feeder
 from runner.train.train_log import TrainLog
 
-SIGNAL_EFFECTS = ("snapshot", "stop", "none")
-
 
 @dataclass
 class TrainOptions:
     """What `runner train` flags add to a solver file."""
 
     device: str = None               # overrides solver_mode/device_id, e.g. "cpu" or "cuda:0"
+    # each one of SIGNAL_EFFECTS (runner/train/signals.py)
     sigint_effect: str = "snapshot"  # snapshot then stop | stop | none
     sighup_effect: str = "snapshot"  # snapshot and go on | stop | none
     log: bool = True
