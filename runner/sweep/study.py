@@ -66,14 +66,25 @@ def open_storage(url):
             return quietly(lambda: optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=queue_continuation))
-        except sqlalchemy.exc.IntegrityError:
-            # two workers creating Optuna's tables at once: the other one's are there now
-            time.sleep(0.5 * (attempt + 1))
         except Exception as error:   # SQLAlchemy's and the drivers' errors have no common base
-            problem = str(error).strip().splitlines()[0] if str(error).strip() else \
-                type(error).__name__
-            raise UserError(shown(url), f"cannot open the study storage ({problem})") from None
+            if not is_creation_race(error):
+                raise UserError(shown(url), "cannot open the study storage "
+                                f"({first_line(error)})") from None
+            time.sleep(0.5 * (attempt + 1))
     raise UserError(shown(url), "cannot create the study storage's tables")
+
+
+def is_creation_race(error):
+    """Two workers created Optuna's tables at once, and the other one's are there now: an
+    IntegrityError, or SQLite's OperationalError "table ... already exists"."""
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or (
+        isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error))
+
+
+def first_line(error):
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def stored_definition(storage, name, url):
