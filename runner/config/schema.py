@@ -572,6 +572,11 @@ class PrepConfig:
                              repeated=True)
     output_dir: str = option(None, "string", "folder for train.h5, test.h5, train.txt and "
                              "test.txt", "results/data/x3")
+    max_pairs_per_file: int = option(None, "int32", "at most this many pairs in one HDF5 file: "
+                                     "a split is written as train1.h5, train2.h5, ... (test1.h5, "
+                                     "...), all named in its source list, and training reads "
+                                     "them one at a time (0: one file per split, train.h5 and "
+                                     "test.h5)", 0, minimum=0)
 
 
 # --------------------------------------------------------------------------- validation
