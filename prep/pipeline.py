@@ -4,11 +4,15 @@ source lists.
 For each split (train: `train_sets`, `stride`, augmentation; valid: the images held out of
 `validation_sets`, `test_stride`, never augmented; test: `test_sets`, `test_stride`, never
 augmented) every image file is read, hashed, reduced to its Y channel and cut into pairs
-(`prep/subimages.py`); the pairs go to `<output_dir>/<split>.h5` and Caffe's source list
-`<output_dir>/<split>.txt` names that file. A split without sets is not written. Held-out
-images are left out of training even where a train set names their folder. The list holds the path as `output_dir` gives it:
-relative paths are relative to the working directory, as Caffe reads them (run from the
-repository root, as `make prep` does); an absolute `output_dir` gives absolute paths.
+(`prep/subimages.py`); the pairs go to `<output_dir>/<split>.h5`, or with `max_pairs_per_file`
+to `<split>1.h5`, `<split>2.h5`, ... of at most that many pairs each (as the tutorial's
+`train1.h5`), and Caffe's source list `<output_dir>/<split>.txt` names those files. A split
+without sets is not written; held-out images are left out of training even where a train set
+names their folder. The pairs of a split are held as uint8 (a quarter of the float32 they
+become) and converted a block at a time as each file is written. The list holds the path as
+`output_dir` gives it: relative paths are relative to the working directory, as Caffe reads
+them (run from the repository root, as `make prep` does); an absolute `output_dir` gives
+absolute paths.
 """
 import hashlib
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ class SourceImage:
 @dataclass(frozen=True)
 class SplitSummary:
     split: str
-    h5_path: Path
+    h5_paths: tuple          # in the order the source list names them
     list_path: Path
     images_used: int
     skipped: tuple           # names of images smaller than one HR subimage
@@ -105,16 +109,27 @@ def prepare(prep_config, data=None, source="prep config"):
            for split, pairs in files.items()}
     summaries = []
     for split, (inputs, labels, attributes) in cut.items():
-        h5_path = output / f"{split}.h5"
-        hdf5_writer.write_pairs(h5_path, inputs, labels, attributes)
+        written = file_ranges(split, len(inputs), prep_config.max_pairs_per_file)
+        for name, start, stop in written:
+            hdf5_writer.write_pairs(output / name, inputs[start:stop], labels[start:stop],
+                                    attributes)
         summaries.append(SplitSummary(
-            split, h5_path, output / f"{split}.txt",
+            split, tuple(output / name for name, _, _ in written), output / f"{split}.txt",
             len(attributes["sources"]) - len(attributes["skipped"]), tuple(attributes["skipped"]),
             attributes["augmented_copies_too_small"], (len(inputs), 1, *inputs.shape[1:]),
             (len(labels), 1, *labels.shape[1:])))
     for summary in summaries:
-        hdf5_writer.write_source_list(summary.list_path, [summary.h5_path])
+        hdf5_writer.write_source_list(summary.list_path, summary.h5_paths)
     return summaries
+
+
+def file_ranges(split, pairs, max_pairs_per_file):
+    """[(file name, first pair, end)] of one split's files: `<split>.h5` holding every pair,
+    or with max_pairs_per_file `<split>1.h5`, `<split>2.h5`, ... of at most that many."""
+    if not max_pairs_per_file:
+        return [(f"{split}.h5", 0, pairs)]
+    return [(f"{split}{number}.h5", start, min(start + max_pairs_per_file, pairs))
+            for number, start in enumerate(range(0, pairs, max_pairs_per_file), 1)]
 
 
 def cut_split(prep_config, split, files, config_text):
@@ -167,7 +182,7 @@ def summary_text(prep_config, summaries, seconds):
         sets = "+".join(split_settings(prep_config, summary.split)[0])
         part = (f"{summary.split}: {summary.images_used} images of {sets} -> "
                 f"{summary.input_shape[0]:,} pairs, Input {_shape(summary.input_shape)}, "
-                f"Ground {_shape(summary.ground_shape)} in {summary.h5_path}")
+                f"Ground {_shape(summary.ground_shape)} in {_files(summary.h5_paths)}")
         names = ", ".join(summary.skipped[:SKIPPED_NAMES_SHOWN])
         more = ", ..." if len(summary.skipped) > SKIPPED_NAMES_SHOWN else ""
         part += (f"; {len(summary.skipped)} image(s) skipped as smaller than one "
@@ -179,6 +194,12 @@ def summary_text(prep_config, summaries, seconds):
     lists = ", ".join(str(summary.list_path) for summary in summaries)
     parts.append(f"source lists {lists}; {seconds:.2f} s.")
     return " ".join(parts)
+
+
+def _files(paths):
+    if len(paths) == 1:
+        return str(paths[0])
+    return f"{len(paths)} files {paths[0]} ... {paths[-1]}"
 
 
 def _shape(shape):

@@ -56,12 +56,25 @@ def write_h5(path, count, seed, lr_size=7, hr_size=21):
     return path
 
 
-def tiny_run(folder, max_iter=20, snapshot=10, solver_type="SGD", prefix="run/tiny"):
-    """A tiny net + solver over synthetic data in `folder`; returns the solver file's path."""
+def write_shards(folder, counts, seed=1):
+    """A training set in several files, as `max_pairs_per_file` makes: train1.h5, train2.h5,
+    ... of `counts` samples each, listed in train.txt."""
+    paths = [write_h5(Path(folder) / f"train{number}.h5", count, seed + number)
+             for number, count in enumerate(counts, 1)]
+    (Path(folder) / "train.txt").write_text("".join(f"{path}\n" for path in paths))
+    return paths
+
+
+def tiny_run(folder, max_iter=20, snapshot=10, solver_type="SGD", prefix="run/tiny",
+             shards=()):
+    """A tiny net + solver over synthetic data in `folder`; returns the solver file's path.
+    `shards`: sample counts of the training files (default: one file of 64)."""
     folder = Path(folder)
     write_h5(folder / "train.h5", 64, seed=1)
     write_h5(folder / "test.h5", 16, seed=2)
     (folder / "train.txt").write_text(f"{folder / 'train.h5'}\n")
+    if shards:
+        write_shards(folder, shards)
     (folder / "test.txt").write_text(f"{folder / 'test.h5'}\n")
     (folder / "net.yaml").write_text(TINY_NET.replace("source: train.txt",
                                                       f"source: {folder / 'train.txt'}")

@@ -1,8 +1,10 @@
 """The fast paths (runner/net/fast_paths.py) compute what the plain layers compute, and the bench's
 pieces (runner/bench/) run, on tiny sizes (nothing here is timed)."""
 import math
+from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -235,7 +237,7 @@ def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
     text = suite.report(results)
     for heading in ("## Training", "runner train / reference loop", "of the matmul peak",
                     "torch.profiler", "## Super-resolving", "torch.set_num_threads(1)",
-                    "fast paths off"):
+                    "fast paths off", "sharded files / runner train"):
         assert heading in text
     assert "## Whole processes" not in text
 
@@ -311,8 +313,25 @@ def test_our_prediction_gives_the_8_bit_result(tmp_path):
         assert opencv.upsample(frame).shape == (18, 30, 3)
 
 
-def test_with_batch_size_sets_every_data_layer():
+def test_with_data_param_sets_every_data_layer():
     param = loading.load(schema.NetParameter, ROOT / "configs" / "fsrcnn_net.yaml")
-    changed = training.with_batch_size(param, 8)
-    assert [layer.hdf5_data_param.batch_size for layer in changed.layer
-            if layer.type == "HDF5Data"] == [8, 8]
+    changed = training.with_data_param(param, batch_size=8, source="shards.txt")
+    assert [(layer.hdf5_data_param.batch_size, layer.hdf5_data_param.source)
+            for layer in changed.layer if layer.type == "HDF5Data"] == [(8, "shards.txt")] * 2
+
+
+def test_shard_copy_splits_a_file_in_order(tmp_path):
+    original = write_h5(tmp_path / "train.h5", 10, seed=1)
+    source = training.shard_copy(original, tmp_path / "shards", 3)
+    paths = source.read_text().split()
+    assert [Path(path).name for path in paths] == ["train1.h5", "train2.h5", "train3.h5"]
+    with h5py.File(original, "r") as h5:
+        whole = {name: h5[name][()] for name in ("Input", "Ground")}
+    parts = {name: [] for name in whole}
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            for name in whole:
+                parts[name].append(h5[name][()])
+    assert [len(part) for part in parts["Input"]] == [4, 4, 2]
+    for name, values in whole.items():
+        assert np.array_equal(np.concatenate(parts[name]), values)

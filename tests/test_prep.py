@@ -77,7 +77,7 @@ def x3_run(tmp_path_factory):
 def test_default_x3_writes_pairs_in_caffe_layout(x3_run):
     prep_config, (train, test) = x3_run
     for summary, count in ((train, 91), (test, 5)):
-        inputs, ground, attributes = read_h5(summary.h5_path)
+        inputs, ground, attributes = read_h5(summary.h5_paths[0])
         assert len(inputs) == len(ground) > 1000
         assert inputs.shape[1:] == (1, 7, 7) and ground.shape[1:] == (1, 21, 21)
         assert inputs.dtype == ground.dtype == np.float32
@@ -90,8 +90,8 @@ def test_default_x3_writes_pairs_in_caffe_layout(x3_run):
         assert attributes["stride"] == (19 if summary.split == "train" else 21)
         assert "output_dir:" in attributes["prep_config"]
         assert len(attributes["sources"]) == count
-        assert summary.list_path.read_text() == f"{summary.h5_path}\n"
-    _, _, attributes = read_h5(train.h5_path)
+        assert summary.list_path.read_text() == f"{summary.h5_paths[0]}\n"
+    _, _, attributes = read_h5(train.h5_paths[0])
     published = dict(line.split()[::-1] for line in (DATA_ROOT / "SHA256SUMS").read_text()
                      .splitlines())
     for name, digest in zip(attributes["sources"], attributes["sources_sha256"]):
@@ -102,7 +102,7 @@ def test_default_x3_writes_pairs_in_caffe_layout(x3_run):
 def test_lr_subimages_are_windows_of_the_whole_image_imresize(x3_run):
     _, (train, test) = x3_run
     for summary, stride, first in ((test, 21, "Set5/baby_GT.bmp"), (train, 19, "T91/t1.bmp")):
-        inputs, ground, _ = read_h5(summary.h5_path)
+        inputs, ground, _ = read_h5(summary.h5_paths[0])
         hr = modcrop(matlab_y(cv2.imread(str(DATA_ROOT / first))), 3)
         lr = to_uint8(imresize(hr, 1 / 3))
         # HR starts every `stride` pixels, snapped down to a multiple of the scale
@@ -120,9 +120,9 @@ def test_lr_subimages_are_windows_of_the_whole_image_imresize(x3_run):
 @needs_data("Set5")
 def test_prep_twice_gives_byte_identical_files(tmp_path):
     prep_config = PrepConfig(train_sets=["Set5"], test_sets=["Set5"], output_dir=str(tmp_path))
-    first = [sha256(summary.h5_path) for summary in pipeline.prepare(prep_config)]
+    first = [sha256(summary.h5_paths[0]) for summary in pipeline.prepare(prep_config)]
     time.sleep(1.1)      # a stored timestamp (seconds) would differ now
-    second = [sha256(summary.h5_path) for summary in pipeline.prepare(prep_config)]
+    second = [sha256(summary.h5_paths[0]) for summary in pipeline.prepare(prep_config)]
     assert first == second
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
 
@@ -139,7 +139,7 @@ def test_validation_images_are_held_out_of_training_and_cut_like_the_test_split(
                              augment_rotations=[90])
     summaries = {summary.split: summary for summary in pipeline.prepare(prep_config, data=root)}
     assert sorted(summaries) == ["train", "valid"]     # no test sets: no test split
-    train, valid = (read_h5(summaries[split].h5_path)[2] for split in ("train", "valid"))
+    train, valid = (read_h5(summaries[split].h5_paths[0])[2] for split in ("train", "valid"))
     # three of the eight, evenly spaced in name order: the 1st, 3rd and 6th
     held = ["Train/im_1.png", "Train/im_3.png", "Train/im_6.png"]
     assert list(valid["sources"]) == held
@@ -171,7 +171,7 @@ def prep_colour(root, output, **keys):
     prep_config = PrepConfig(train_sets=["Colour"], test_sets=["Colour"],
                              output_dir=str(output), **keys)
     train, test = pipeline.prepare(prep_config, data=root)
-    return read_h5(train.h5_path), read_h5(test.h5_path)
+    return read_h5(train.h5_paths[0]), read_h5(test.h5_paths[0])
 
 
 @pytest.mark.parametrize("y_conversion", ["matlab", "opencv"])
@@ -424,6 +424,31 @@ def test_an_explicit_sr_data_lacking_a_dataset_is_still_an_error(nothing_chosen,
         datasets.dataset_folder("Good")
     assert error.value.where == str(tmp_path / "mine" / "Good")
     assert not (tmp_path / "cache").exists()
+
+def test_max_pairs_per_file_writes_numbered_files_listed_in_order(good_data, tmp_path):
+    """10 train pairs at most 4 a file: train1.h5 (4), train2.h5 (4), train3.h5 (2), the same
+    pairs in the same order as the one file, every file with the split's attributes."""
+    whole = PrepConfig(train_sets=["Good"], test_sets=["Good"], output_dir=str(tmp_path / "a"))
+    one_train, _ = pipeline.prepare(whole, data=good_data)
+    sharded = replace(whole, output_dir=str(tmp_path / "b"), max_pairs_per_file=4)
+    train, test = pipeline.prepare(sharded, data=good_data)
+    assert [path.name for path in train.h5_paths] == ["train1.h5", "train2.h5", "train3.h5"]
+    assert train.list_path.read_text() == "".join(f"{path}\n" for path in train.h5_paths)
+    assert [path.name for path in test.h5_paths] == ["test1.h5", "test2.h5"]
+    files = [read_h5(path) for path in train.h5_paths]
+    assert [len(inputs) for inputs, _, _ in files] == [4, 4, 2]
+    inputs, ground, attributes = read_h5(one_train.h5_paths[0])
+    assert np.array_equal(np.concatenate([part for part, _, _ in files]), inputs)
+    assert np.array_equal(np.concatenate([part for _, part, _ in files]), ground)
+    assert all(list(part["sources"]) == list(attributes["sources"]) for _, _, part in files)
+    assert not (tmp_path / "b" / "train.h5").exists()
+
+
+def test_file_ranges_split_the_pairs_without_overlap():
+    assert pipeline.file_ranges("train", 10, 0) == [("train.h5", 0, 10)]
+    assert pipeline.file_ranges("train", 8, 4) == [("train1.h5", 0, 4), ("train2.h5", 4, 8)]
+    assert pipeline.file_ranges("test", 3, 5) == [("test1.h5", 0, 3)]
+
 
 # --------------------------------------------------------------------------- the CLI, bad input
 

@@ -48,6 +48,23 @@ def test_resume_gives_identical_weights(tmp_path, solver_type):
     assert_same_weights(final_weights(straight), final_weights(resumed))
 
 
+def test_resume_across_file_boundaries_is_exact(tmp_path):
+    """Training data in five files smaller than two batches: the resumed run continues in
+    the middle of a file, crosses file and epoch boundaries, and ends as the straight one."""
+    shards = (13, 13, 13, 13, 12)
+    straight = train(loading.load_solver(tiny_run(tmp_path, 20, 0, prefix="a/run",
+                                                  shards=shards)), QUIET)
+    train(loading.load_solver(tiny_run(tmp_path, 11, 11, prefix="b/run", shards=shards)), QUIET)
+    state_path = tmp_path / "b" / "run_iter_11.solverstate"
+    state = snapshot.load_solverstate(state_path)
+    reader = state.readers["train:data"]      # 88 samples: a 64-sample epoch, 13, then 11
+    assert reader["file_index"] == 1 and reader["epoch"] == 1 and reader["cursor"] == 11
+    longer = loading.load_solver(tiny_run(tmp_path, 20, 11, prefix="b/run", shards=shards))
+    resumed = train(longer, QUIET, resume_from=(state_path, state))
+    assert resumed.iteration == 20
+    assert_same_weights(final_weights(straight), final_weights(resumed))
+
+
 def test_same_seed_gives_same_run(tmp_path):
     runs = [train(loading.load_solver(tiny_run(tmp_path, 8, 0, prefix=f"{name}/run")), QUIET)
             for name in "ab"]

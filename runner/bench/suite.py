@@ -31,6 +31,8 @@ class Sizes:
     repeats: int = 5                # interleaved repetitions of every comparison
     batch: int = 128
     our_iterations: int = 150       # training steps per repetition, ours
+    shards: int = 16                # files of the sharded-training row (T91 x3: ~840 pairs
+                                    # each, a file boundary every ~7 steps)
     reference_batches: int = 15     # training steps per repetition, the reference loop
     matmul_size: int = 2048
     matmuls: int = 10               # matmuls per repetition of the peak measurement

@@ -28,6 +28,7 @@ from runner.train.solver import Solver, TrainOptions
 from runner.train.train_log import TrainLog
 
 REFERENCE_WORKERS = 2
+SHARDED = "runner train, sharded files"
 
 
 @dataclass(frozen=True)
@@ -55,23 +56,44 @@ def training_cost(net_param, source, input_size):
     return TrainingCost(forward, 2 * forward - reads_data)
 
 
-def with_batch_size(net_param, batch):
-    """The net with every HDF5Data layer's batch_size set to `batch`."""
-    layers = [replace(layer, hdf5_data_param=replace(layer.hdf5_data_param, batch_size=batch))
+def with_data_param(net_param, **changes):
+    """The net with `changes` (batch_size=128, source=...) made to every HDF5Data layer."""
+    layers = [replace(layer, hdf5_data_param=replace(layer.hdf5_data_param, **changes))
               if layer.type == "HDF5Data" else layer for layer in net_param.layer]
     return replace(net_param, layer=layers)
+
+
+def shard_copy(h5_path, folder, files, names=("Input", "Ground")):
+    """The pairs of one HDF5 file split in order into `files` files (train1.h5, ...) in
+    `folder`, as `max_pairs_per_file` writes them; returns the source list naming them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(h5_path, "r") as h5:
+        datasets = {name: h5[name][()] for name in names}
+    count = len(datasets[names[0]])
+    per_file = -(-count // files)
+    paths = []
+    for number, start in enumerate(range(0, count, per_file), 1):
+        paths.append(folder / f"train{number}.h5")
+        with h5py.File(paths[-1], "w") as h5:
+            for name, values in datasets.items():
+                h5.create_dataset(name, data=values[start:start + per_file])
+    source = folder / "train.txt"
+    source.write_text("".join(f"{path}\n" for path in paths))
+    return source
 
 
 class OurTraining:
     """runner train's Solver (runner/train/solver.py): samples per second over `iterations` steps.
     Testing, display and snapshots are off; everything else is the solver file's."""
 
-    def __init__(self, setup, batch, iterations, run_folder, warmup=5):
+    def __init__(self, setup, batch, iterations, run_folder, warmup=5, source=None):
         solver_param = replace(setup.solver, test_interval=0,
                                display=0, snapshot=0, snapshot_after_train=False,
                                snapshot_prefix=str(Path(run_folder) / "bench"))
+        data = {"batch_size": batch} | ({"source": str(source)} if source else {})
         setup = replace(setup, solver=solver_param,
-                        train_net=with_batch_size(setup.train_net, batch))
+                        train_net=with_data_param(setup.train_net, **data))
         self.solver = Solver(setup, TrainOptions(log=False))
         # step() reports to the log solve() opens; we call step() alone, with a silent one
         self.solver.log = TrainLog(solver_param.snapshot_prefix, 0, 0, enabled=False)
@@ -176,6 +198,8 @@ def measure_training(results, solver_path, folder, log):
         "runner train": ours,
         f"runner train, {PLAIN}": without_fast_paths(
             lambda: OurTraining(setup, sizes.batch, sizes.our_iterations, folder / "plain")),
+        SHARDED: OurTraining(setup, sizes.batch, sizes.our_iterations, folder / "sharded",
+                             source=shard_copy(h5_path, folder / "shards", sizes.shards)),
         "reference loop": ReferenceTraining(h5_path, sizes.batch, sizes.reference_batches,
                                             setup.solver.base_lr, sizes.reference_workers),
         "matmul": MatmulPeak(sizes.matmul_size, sizes.matmuls)}
@@ -219,11 +243,17 @@ def training_section(results):
                           TARGETS["training_ratio"]),
               ratio_line("runner train / matmul peak", gflops["runner train"] / peak,
                           TARGETS["peak_fraction"], "%"),
+              ratio_line(f"{SHARDED} / runner train (the same pairs in {sizes.shards} files "
+                         "read one at a time / one file in memory)",
+                         median(results.training[SHARDED]) / ours, TARGETS["sharded_ratio"]),
               f"- runner train / runner train with the fast paths off (F.conv_transpose2d, "
               f"NCHW memory): **{ours / median(results.training[f'runner train, {PLAIN}']):.2f}"
               "x**", "",
               f"- runner train: the Solver of runner/train/solver.py on {results.solver}, batches "
               "drawn from the HDF5 data held in memory; testing, display and snapshots off.",
+              f"- {SHARDED}: the same, the training file split in order into {sizes.shards} "
+              "files (as `max_pairs_per_file` writes them), read one at a time as Caffe reads "
+              "them, the next file read by a background thread.",
               "- reference loop: nn.Sequential FSRCNN with nn.ConvTranspose2d, torch.optim.SGD "
               "(the solver file's base_lr, momentum 0.9, deconvolution at 0.1x the rate), "
               "nn.MSELoss, a DataLoader "

@@ -577,8 +577,13 @@ class PrepConfig:
     validation_images: int = option(None, "int32", "images held out of each validation set, "
                                     "evenly spaced in name order (0: all of them)", 0,
                                     minimum=0)
-    output_dir: str = option(None, "string", "folder for train.h5 and train.txt, valid.h5 and "
-                             "valid.txt, test.h5 and test.txt", "results/data/x3")
+    output_dir: str = option(None, "string", "folder for the HDF5 files and source lists of the "
+                             "splits (train.h5 and train.txt, valid.*, test.*)", "results/data/x3")
+    max_pairs_per_file: int = option(None, "int32", "at most this many pairs in one HDF5 file: "
+                                     "a split is written as train1.h5, train2.h5, ... (valid1.h5, "
+                                     "test1.h5, ...), all named in its source list, and "
+                                     "training reads them one at a time (0: one file per "
+                                     "split, train.h5, valid.h5, test.h5)", 0, minimum=0)
 
 
 # --------------------------------------------------------------------------- validation

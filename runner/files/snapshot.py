@@ -185,7 +185,7 @@ class SolverState:
         """Every array it holds: history, generators, reader orders and generators."""
         return [*self.history, *self.random_states.values(),
                 *(reader[name] for reader in self.readers.values()
-                  for name in ("order", "generator"))]
+                  for name in ("file_order", "order", "generator") if name in reader)]
 
     @property
     def stored_names(self):
@@ -212,19 +212,26 @@ def save_solverstate(path, state):
         readers = h5.create_group("readers", track_order=True)
         for key, reader in state.readers.items():
             group = readers.create_group(key)
-            safe_hdf5.seal_dataset(group, "order", read_array(reader["order"], dtype=np.int64))
+            for name in ("file_order", "order"):
+                safe_hdf5.seal_dataset(group, name, read_array(reader[name], dtype=np.int64))
             safe_hdf5.seal_dataset(group, "generator",
                                    read_array(reader["generator"], dtype=np.uint8))
-            group.attrs.update(cursor=reader["cursor"], epoch=reader["epoch"])
+            group.attrs.update(file_index=reader["file_index"], cursor=reader["cursor"],
+                               epoch=reader["epoch"])
             safe_hdf5.seal_attributes(group)
 
 
 def _reader(group, path, sealed):
+    """A feeder's state (HDF5Feeder.state()); one saved before files were read one at a time
+    has no file order and file index (the feeder takes it as the one-file state)."""
     if sealed:
         safe_hdf5.verify_attributes(group, path)
+    names = ("file_order", "order", "generator") if "file_order" in group else \
+        ("order", "generator")
     return {name: StoredArray.of(safe_hdf5.member(group, name, path), path, SOLVERSTATE_KIND,
-                                 sealed) for name in ("order", "generator")} | \
-        {name: safe_hdf5.count_attribute(group, name, path) for name in ("cursor", "epoch")}
+                                 sealed) for name in names} | \
+        {name: safe_hdf5.count_attribute(group, name, path) for name in ("cursor", "epoch")} | \
+        {"file_index": safe_hdf5.count_attribute(group, "file_index", path, default=0)}
 
 
 def load_solverstate(path):
