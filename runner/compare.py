@@ -272,13 +272,7 @@ def draw(runs, run_labels, out_path):
             axes[row][column].set_xlabel(unit)
             axes[row][column].grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    try:
-        with outputs.atomic_paths(out_path) as (temporary,):
-            figure.savefig(temporary, dpi=110)
-    finally:
-        plt.close(figure)
-    return Path(out_path)
+    return plot.save_figure(figure, out_path)
 
 
 def compare(arguments, out=None):
