@@ -170,7 +170,7 @@ def scored_psnrs(model_paths, set_name=SCORED_SET):
     models = [deploy.load_for_inference(path, "cpu") for path in model_paths]
     means = {}
     for scale in sorted({model.scale for model in models}):
-        methods = {str(index): evaluate.scoring_methods(model)[model.name]
+        methods = {str(index): evaluate.model_method(model)
                    for index, model in enumerate(models) if model.scale == scale}
         scores = evaluate.evaluate_sets([set_name], evaluate.Protocol(scale), methods)
         means.update({int(mean.method): mean.psnr for mean in evaluate.means(scores)})
