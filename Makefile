@@ -13,7 +13,7 @@ export SR_DATA
 PREP_CONFIG ?= configs/prep_x3.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install demo prep test bench clean
+.PHONY: install demo prep test bench bench-train clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,14 @@ test: install
 BENCH_THREADS ?= $(shell nproc)
 bench: install
 	$(BIN)/python -m runner.bench --threads $(BENCH_THREADS)
+
+# Set5 PSNR against wall-clock time: the time-to-quality recipe, the tutorial's solver and
+# yjn870's loop, BENCH_TRAIN_BUDGET seconds each, one after the other (~45 minutes by default):
+# results/time_to_quality.{png,md,csv}. Prepares the data it needs first (not counted).
+BENCH_TRAIN_BUDGET ?= 900
+bench-train: install
+	$(BIN)/python -m runner.bench.time_to_quality --budget $(BENCH_TRAIN_BUDGET) \
+	    --threads $(BENCH_THREADS)
 
 clean:
 	rm -rf $(VENV) results/data results/runs

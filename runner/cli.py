@@ -33,6 +33,10 @@ def add_train(train):
     train.add_argument("--weights", help="fine-tune: copy layers by name from this .model or "
                        ".caffemodel")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: from solver_mode)")
+    train.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                       help="set a solver key (snapshot_prefix=runs/a) or a net key by layer "
+                       "name (conv1.convolution_param.num_output=32) without editing the "
+                       "files; repeatable; the snapshots store the edited texts")
     train.add_argument("--sigint_effect", choices=SIGNAL_EFFECTS, default="snapshot",
                        help="on Ctrl-C: snapshot then stop (default), stop, or none")
     train.add_argument("--sighup_effect", choices=SIGNAL_EFFECTS, default="snapshot",
@@ -70,6 +74,9 @@ def run_train(args):
         with texts_stored():
             setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
                                                    state.net_files)
+    if args.sets:
+        from runner.config import overrides
+        setup = overrides.with_settings(setup, args.sets)
     options = TrainOptions(device=args.device, sigint_effect=args.sigint_effect,
                            sighup_effect=args.sighup_effect)
     if args.no_tensorboard:

@@ -170,7 +170,7 @@ def scored_psnrs(model_paths, set_name=SCORED_SET):
     models = [deploy.load_for_inference(path, "cpu") for path in model_paths]
     means = {}
     for scale in sorted({model.scale for model in models}):
-        methods = {str(index): evaluate.scoring_methods(model)[model.name]
+        methods = {str(index): evaluate.model_method(model)
                    for index, model in enumerate(models) if model.scale == scale}
         scores = evaluate.evaluate_sets([set_name], protocol.Protocol(scale), methods)
         means.update({int(mean.method): mean.psnr for mean in evaluate.means(scores)})
@@ -272,13 +272,7 @@ def draw(runs, run_labels, out_path):
             axes[row][column].set_xlabel(unit)
             axes[row][column].grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    try:
-        with outputs.atomic_paths(out_path) as (temporary,):
-            figure.savefig(temporary, dpi=110)
-    finally:
-        plt.close(figure)
-    return Path(out_path)
+    return plot.save_figure(figure, out_path)
 
 
 def compare(arguments, out=None):

@@ -171,6 +171,40 @@ def test_sighup_snapshots_and_goes_on(tmp_path):
     assert len(snapshots_of(tmp_path / "run")) == 1
 
 
+def test_set_changes_solver_and_net_keys_without_editing_the_files(tmp_path, capfd):
+    solver_file = tiny_run(tmp_path, 20, 10)
+    before = solver_file.read_text()
+    result = run_main(capfd, "train", "--solver", solver_file, "--set", "max_iter=6",
+                      "--set", "snapshot=3", "--set", f"snapshot_prefix={tmp_path / 'set' / 'a'}",
+                      "--set", "conv1.convolution_param.num_output=5", "--no-tensorboard")
+    assert result.returncode == 0, result.stderr
+    assert solver_file.read_text() == before and not (tmp_path / "run").exists()
+    assert snapshots_of(tmp_path / "set") == ["a_iter_3.solverstate", "a_iter_6.solverstate"]
+    state = snapshot.load_solverstate(tmp_path / "set" / "a_iter_6.solverstate")
+    assert state.solver_text.startswith(f"# {solver_file} with --set max_iter=6, snapshot=3")
+    model = snapshot.load_model(tmp_path / "set" / "a_iter_6.model")
+    assert model.blobs["conv1"][0].shape == (5, 1, 5, 5)
+
+
+@pytest.mark.parametrize("setting, fragments", [
+    ("base_lr=0.1,0.2", ["base_lr: runner train takes one value per key"]),
+    ("momentum=0.8:0.9", ["momentum: runner train takes one value per key"]),
+    ("net=other.yaml", ["net: names a net file"]),
+    ("base_rl=0.1", ["unknown key 'base_rl'", "(did you mean 'base_lr'?)"]),
+])
+def test_bad_set_is_one_line_and_trains_nothing(tmp_path, capfd, setting, fragments):
+    solver_file = tiny_run(tmp_path, 20, 10)
+    result = run_main(capfd, "train", "--solver", solver_file, "--set", setting)
+    assert_one_line_error(result, "--set", *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_refuses_prototxt_files(tmp_path, capfd):
+    result = run_main(capfd, "train", "--solver", ROOT / "configs" / "fsrcnn_solver.prototxt",
+                      "--set", "max_iter=5")
+    assert_one_line_error(result, "fsrcnn_solver.prototxt", "YAML config files only")
+
+
 def test_diverging_loss_stops_with_a_clear_message(tmp_path, capfd):
     solver_file = tiny_run(tmp_path, 200, 5)
     solver_file.write_text(solver_file.read_text().replace("base_lr: 0.001", "base_lr: 1.0e+6"))

@@ -25,8 +25,14 @@ of its repetitions, and what counts is their ratio.
 
 Ours also runs with runner/net/fast_paths.py disabled ("fast paths off"), to show what they give.
 
+`make bench-train` (`python -m runner.bench.time_to_quality`) is the other kind of measurement:
+not a rate but Set5 PSNR against wall-clock time, for the time-to-quality recipe, the tutorial's
+solver and yjn870/FSRCNN-pytorch's loop (`reference_loop.py`, a process of its own), each a
+child process given the same budget; its figure and table go to results/time_to_quality.*.
+
 One module per thing measured (`training.py`, `prediction.py`, `prep_time.py`,
 `whole_process.py`), each with its contenders and its section of the report; `measure.py` holds
 how a comparison is timed and stated, `suite.py` runs them all and writes the report,
-`__main__.py` is the command line.
+`__main__.py` is the command line. `prep_time.py` also prepares what a bench needs when it is
+missing.
 """

@@ -4,10 +4,9 @@ import os
 from pathlib import Path
 
 from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
-from runner.bench.prep_time import ensure_prepared
+from runner.bench.prep_time import ensure_prepared, solver_source
 from runner.bench.suite import PARTS, SOLVER, Sizes, report, run
 from runner.config import loading
-from runner.net import structure
 
 DEFAULT_REPORT = REPO_ROOT / "results" / "bench.md"
 
@@ -30,10 +29,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     os.chdir(REPO_ROOT)         # the solver and net files name their data relative to it
-    setup = loading.load_solver(SOLVER)
-    layer = next(layer for layer in structure.phase_layers(setup.train_net, "TRAIN")
-                 if layer.type == "HDF5Data")
-    ensure_prepared(layer.hdf5_data_param.source)
+    ensure_prepared(solver_source(loading.load_solver(SOLVER))[0])
     results = run(Sizes(repeats=args.repeats, whole_repeats=args.whole_repeats), args.threads,
                   parts=args.only)
     text = report(results)

@@ -1,6 +1,7 @@
 """How a comparison is measured and stated: contenders interleaved, rates timed, the machine's
 fp32 matmul peak, and ratio lines against the targets."""
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -17,6 +18,16 @@ DEFAULT_THREADS = len(os.sched_getaffinity(0))
 TARGETS = {"training_ratio": 25.0, "peak_fraction": 0.40, "prediction_ratio": 2.0,
            "sharded_ratio": 0.90}
 PLAIN = "fast paths off"
+
+
+def cpu_name():
+    """The processor's model name (/proc/cpuinfo), else what the platform module knows."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in
+                    Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def interleaved(contenders, repeats):

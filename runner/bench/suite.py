@@ -1,6 +1,5 @@
 """Every measurement in one process, and the Markdown report of them."""
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from statistics import median
 import cv2
 import torch
 
-from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
+from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT, cpu_name
 from runner.bench.prediction import measure_prediction, prediction_section
 from runner.bench.prep_time import prep_seconds, prep_section
 from runner.bench.whole_process import Inputs, measure_whole_process, whole_process_section
@@ -99,14 +98,8 @@ def _measure(sizes, threads, solver_path, data_root, log, parts):
 
 def report(results):
     sizes = results.sizes
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     lines = ["# Benchmark (`make bench`)", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores; torch "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_name()}, {os.cpu_count()} cores; torch "
              f"{torch.__version__}, OpenCV {cv2.__version__}. Threads set explicitly: "
              f"`torch.set_num_threads({results.threads})` and `cv2.setNumThreads"
              f"({results.threads})` (`--threads`), the same for every contender. Load "

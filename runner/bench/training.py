@@ -1,6 +1,7 @@
 """Training FSRCNN(56,12,4) x3: runner train's Solver against the loop common PyTorch
 reimplementations write, as a fraction of the machine's matmul peak, and where a step's time
 goes."""
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median
@@ -122,30 +123,62 @@ class PerSampleHDF5(torch.utils.data.Dataset):
 
 
 def reference_fsrcnn(d=56, s=12, m=4, scale=3):
-    """FSRCNN(d, s, m) as an nn.Sequential, with the deconvolution geometry of our net."""
+    """FSRCNN(d, s, m) as yjn870/FSRCNN-pytorch builds it: padded convolutions and PReLUs, an
+    nn.ConvTranspose2d last, initialised as theirs is (convolutions normal with std
+    sqrt(2 / (outputs * kernel area)), the deconvolution N(0, 0.001), biases zero). The
+    deconvolution's geometry is our net's (pad 3), under which a 7x7 LR sample gives the 21x21
+    label our data aligns with it; theirs (pad 4, output_padding 2) gives the same size one
+    pixel shifted."""
     layers = [nn.Conv2d(1, d, 5, padding=2), nn.PReLU(d), nn.Conv2d(d, s, 1), nn.PReLU(s)]
     for _ in range(m):
         layers += [nn.Conv2d(s, s, 3, padding=1), nn.PReLU(s)]
     layers += [nn.Conv2d(s, d, 1), nn.PReLU(d), nn.ConvTranspose2d(d, 1, 9, scale, padding=3)]
+    with torch.no_grad():
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.normal_(0.0, math.sqrt(2 / (layer.out_channels
+                                                         * layer.kernel_size[0]
+                                                         * layer.kernel_size[1])))
+                layer.bias.zero_()
+        layers[-1].weight.normal_(0.0, 0.001)
+        layers[-1].bias.zero_()
     return nn.Sequential(*layers)
 
 
-class ReferenceTraining:
-    """The loop common PyTorch reimplementations write: samples per second over `batches`
-    steps of a fresh DataLoader (its start-up and first batch untimed)."""
+def sgd_momentum(parameter_groups, base_lr):
+    """The tutorial's update rule (what `make bench`'s reference row uses): SGD, momentum
+    0.9."""
+    return torch.optim.SGD(parameter_groups, lr=base_lr, momentum=0.9)
 
-    def __init__(self, h5_path, batch, batches, base_lr, workers=REFERENCE_WORKERS):
-        torch.manual_seed(0)
+
+def adam(parameter_groups, base_lr):
+    """yjn870/FSRCNN-pytorch's update rule: Adam with torch's defaults."""
+    return torch.optim.Adam(parameter_groups, lr=base_lr)
+
+
+class ReferenceTraining:
+    """The loop common PyTorch reimplementations write: the reference FSRCNN, `update_rule`
+    with the deconvolution at a tenth of `base_lr`, nn.MSELoss, a DataLoader over the .h5
+    files `h5_paths` that opens a file for every sample. Called, it gives samples per second
+    over `batches` steps of a fresh DataLoader (its start-up and first batch untimed)."""
+
+    def __init__(self, h5_paths, batch, base_lr, batches=0, workers=REFERENCE_WORKERS,
+                 update_rule=sgd_momentum, seed=0):
+        torch.manual_seed(seed)
         self.model = reference_fsrcnn()
         deconvolution = self.model[-1]
         others = [p for module in self.model[:-1] for p in module.parameters()]
-        self.optimizer = torch.optim.SGD(
-            [{"params": others}, {"params": deconvolution.parameters(),
-                                  "lr": base_lr * 0.1}],
-            lr=base_lr, momentum=0.9)
+        self.optimizer = update_rule(
+            [{"params": others}, {"params": deconvolution.parameters(), "lr": base_lr * 0.1}],
+            base_lr)
         self.criterion = nn.MSELoss()
-        self.dataset = PerSampleHDF5(h5_path)
+        self.dataset = torch.utils.data.ConcatDataset([PerSampleHDF5(path) for path in h5_paths])
         self.batch, self.batches, self.workers = batch, batches, workers
+
+    def loader(self):
+        """One epoch's batches, shuffled."""
+        return torch.utils.data.DataLoader(self.dataset, batch_size=self.batch, shuffle=True,
+                                           num_workers=self.workers, drop_last=True)
 
     def step(self, low, high):
         loss = self.criterion(self.model(low), high)
@@ -154,9 +187,7 @@ class ReferenceTraining:
         self.optimizer.step()
 
     def __call__(self):
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch, shuffle=True,
-                                             num_workers=self.workers, drop_last=True)
-        batches = iter(loader)
+        batches = iter(self.loader())
         self.step(*next(batches))
 
         def work():
@@ -200,8 +231,8 @@ def measure_training(results, solver_path, folder, log):
             lambda: OurTraining(setup, sizes.batch, sizes.our_iterations, folder / "plain")),
         SHARDED: OurTraining(setup, sizes.batch, sizes.our_iterations, folder / "sharded",
                              source=shard_copy(h5_path, folder / "shards", sizes.shards)),
-        "reference loop": ReferenceTraining(h5_path, sizes.batch, sizes.reference_batches,
-                                            setup.solver.base_lr, sizes.reference_workers),
+        "reference loop": ReferenceTraining([h5_path], sizes.batch, setup.solver.base_lr,
+                                            sizes.reference_batches, sizes.reference_workers),
         "matmul": MatmulPeak(sizes.matmul_size, sizes.matmuls)}
     rates = interleaved(contenders, sizes.repeats)
     results.peak = rates.pop("matmul")

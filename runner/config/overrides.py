@@ -1,6 +1,6 @@
-"""`--set KEY=VALUES` (`runner sweep`): a solver key by its name (`base_lr`), a net key by its
-layer's name (`conv1.convolution_param.num_output`), checked by the schema as a file's key is,
-and applied to a solver setup's texts.
+"""`--set KEY=VALUES` (`runner sweep`, and `runner train` with one value each): a solver key by
+its name (`base_lr`), a net key by its layer's name (`conv1.convolution_param.num_output`),
+checked by the schema as a file's key is, and applied to a solver setup's texts.
 
 A `--set` lists values (`base_lr=0.001,0.005`: a grid axis, or TPE's choices) or gives a
 numeric range for TPE to sample (`momentum=0.8:0.99`, `base_lr=log:1e-4:1e-2`). Overridden
@@ -8,6 +8,7 @@ configs are written out as YAML texts (`override_texts`), which is what a trial'
 store, so a trial resumes and ships like any run.
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -16,8 +17,12 @@ from runner.errors import UserError, did_you_mean
 
 SOURCE = "--set"
 USAGE = "expected KEY=VALUE[,VALUE...], KEY=LOW:HIGH or KEY=log:LOW:HIGH"
+# Keys that name the net files: the texts of the files the solver file names are what `--set`
+# edits, so these cannot change.
+NET_FILE_KEYS = ("net", "train_net", "test_net")
 # Keys a sweep sets itself for every trial (its folder and the net files beside its solver).
-SET_BY_THE_SWEEP = ("net", "train_net", "test_net", "snapshot_prefix")
+SET_BY_THE_SWEEP = NET_FILE_KEYS + ("snapshot_prefix",)
+YAML_SUFFIXES = (".yaml", ".yml")
 INTEGER_KINDS = ("int32", "uint32", "int64")
 
 
@@ -68,17 +73,20 @@ def _schema_key(message_class, path):
     return key
 
 
-def check_value(key, value, setup):
+def check_value(key, value, setup, fixed=SET_BY_THE_SWEEP):
     """`value` validated for `key` as a config file's value is; returns it converted (an
-    integer for a float key becomes a float), or raises a one-line UserError."""
+    integer for a float key becomes a float), or raises a one-line UserError. The solver keys
+    in `fixed` cannot be set."""
     first, *rest = key.split(".")
     solver_keys = [field.name for field in schema.keys(schema.SolverParameter)]
     if first in solver_keys:
         if rest:
             raise UserError(SOURCE, f"{key}: {first} is a solver key and has no keys inside")
-        if first in SET_BY_THE_SWEEP:
-            raise UserError(SOURCE, f"{key}: set by the sweep for each trial; name net keys by "
-                            "their layer (conv1.convolution_param.num_output)")
+        if first in fixed:
+            why = ("set by the sweep for each trial" if first not in NET_FILE_KEYS
+                   else "names a net file, whose text --set edits")
+            raise UserError(SOURCE, f"{key}: {why}; name net keys by their layer "
+                            "(conv1.convolution_param.num_output)")
         checked = schema.from_mapping(schema.SolverParameter, {first: value}, SOURCE)
         return _single(getattr(checked, first))
     layers = layer_names(setup)
@@ -103,8 +111,9 @@ def _single(value):
     return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
-def parse_set(text, setup):
-    """An Override from `KEY=VALUES` text, every value checked against the schema."""
+def parse_set(text, setup, fixed=SET_BY_THE_SWEEP):
+    """An Override from `KEY=VALUES` text, every value checked against the schema (the solver
+    keys in `fixed` refused)."""
     key, equals, spec = text.partition("=")
     key = key.strip()
     if not equals or not key:
@@ -112,24 +121,24 @@ def parse_set(text, setup):
     parts = spec.split(":")
     if len(parts) in (2, 3) and (len(parts) == 2 or parts[0] == "log"):
         return _parse_range(key, parts[-2:], parts[0] == "log" and len(parts) == 3, text,
-                            setup)
+                            setup, fixed)
     items = [item.strip() for item in spec.split(",")]
     if not any(items):
         raise UserError(SOURCE, f"{text!r}: no values (an empty grid); {USAGE}")
     if not all(items):
         raise UserError(SOURCE, f"{text!r}: an empty value between commas")
-    values = tuple(check_value(key, parse_value(item), setup) for item in items)
+    values = tuple(check_value(key, parse_value(item), setup, fixed) for item in items)
     if len(set(map(repr, values))) != len(values):
         raise UserError(SOURCE, f"{text!r}: a value is listed twice")
     return Override(key, values)
 
 
-def _parse_range(key, bounds, log, text, setup):
+def _parse_range(key, bounds, log, text, setup, fixed):
     numbers = [parse_value(bound.strip()) for bound in bounds]
     if not all(isinstance(number, (int, float)) and not isinstance(number, bool)
                for number in numbers):
         raise UserError(SOURCE, f"{text!r}: a range's bounds must be numbers; {USAGE}")
-    low, high = (check_value(key, number, setup) for number in numbers)
+    low, high = (check_value(key, number, setup, fixed) for number in numbers)
     kind = field_of(key).metadata["kind"]
     if kind not in INTEGER_KINDS and kind not in ("float", "double"):
         raise UserError(SOURCE, f"{text!r}: {key} is not a number; list its values instead")
@@ -138,6 +147,30 @@ def _parse_range(key, bounds, log, text, setup):
     if log and low <= 0:
         raise UserError(SOURCE, f"{text!r}: a log range needs a positive low bound")
     return Override(key, low=low, high=high, log=log, integer=kind in INTEGER_KINDS)
+
+
+def with_settings(setup, set_texts):
+    """`runner train --set KEY=VALUE ...`: the setup with one value set for each key (the
+    snapshot_prefix too), built from the overridden texts as a file's would be. The texts,
+    which every snapshot stores, say in a first comment line what was set."""
+    parsed = [parse_set(text, setup, fixed=NET_FILE_KEYS) for text in set_texts]
+    keys = [override.key for override in parsed]
+    for override in parsed:
+        if override.is_range or len(override.values) != 1:
+            raise UserError(SOURCE, f"{override.key}: runner train takes one value per key "
+                            "(lists and ranges are for runner sweep)")
+        if keys.count(override.key) > 1:
+            raise UserError(SOURCE, f"{override.key} is set twice")
+    sources = [setup.solver_source, *(path for path, _ in setup.net_sources)]
+    not_yaml = next((path for path in sources if Path(path).suffix.lower() not in YAML_SUFFIXES),
+                    None)
+    if not_yaml:
+        raise UserError(not_yaml, "--set edits YAML config files only (`runner upgrade FILE "
+                        "--to yaml` writes one)")
+    assignments = {override.key: override.values[0] for override in parsed}
+    solver_text, net_texts = override_texts(
+        setup, assignments, f"# {setup.solver_source} with --set {describe(assignments)}\n")
+    return loading.solver_setup_from_texts(setup.solver_source, solver_text, net_texts)
 
 
 def _set_in(mapping, path, value):

@@ -282,7 +282,7 @@ def model_of(state_path, state):
     return model_path
 
 
-def _snapshots(prefix, suffix=".model"):
+def snapshots(prefix, suffix=".model"):
     """(iteration, path) of every `<prefix>_iter_<N><suffix>`, by iteration."""
     prefix = Path(prefix)
     found = []
@@ -296,12 +296,12 @@ def _snapshots(prefix, suffix=".model"):
 def newest_snapshot(prefix, suffix=".model"):
     """The highest-iteration `<prefix>_iter_<N><suffix>` (a .model, or a .solverstate), or
     None."""
-    snapshots = _snapshots(prefix, suffix)
-    return snapshots[-1][1] if snapshots else None
+    found = snapshots(prefix, suffix)
+    return found[-1][1] if found else None
 
 
 def models_without_state(prefix):
     """The `<prefix>_iter_<N>.model` files that have no `.solverstate` beside them (a run
     killed between writing the two), by iteration."""
-    return [path for _, path in _snapshots(prefix)
+    return [path for _, path in snapshots(prefix)
             if not path.with_suffix(".solverstate").exists()]

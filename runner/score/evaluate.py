@@ -49,12 +49,17 @@ def score(ground_truth_y, estimate, border):
             metrics.ssim(ground_truth_y, rounded, shave_border=border))
 
 
+def model_method(model, tile_size=tiles.DEFAULT_TILE_SIZE):
+    """An InferenceModel as a scoring method: (LR float plane in 0..255, scale) -> its HR
+    estimate."""
+    return lambda low_res, scale: colour.super_resolve_y(model, low_res, tile_size)
+
+
 def scoring_methods(model=None, tile_size=tiles.DEFAULT_TILE_SIZE):
     """The methods `runner test` scores: bicubic, and an InferenceModel when given."""
     chosen = {BICUBIC: bicubic}
     if model is not None:
-        chosen[model.name] = lambda low_res, scale: colour.super_resolve_y(model, low_res,
-                                                                         tile_size)
+        chosen[model.name] = model_method(model, tile_size)
     return chosen
 
 

@@ -7,6 +7,7 @@ matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
 from runner.errors import UserError  # noqa: E402
+from runner.files import outputs  # noqa: E402
 from runner.train.train_log import log_paths, read_records  # noqa: E402
 
 
@@ -64,3 +65,14 @@ def plot_log(log_path, out_path, title=None):
     finally:
         plt.close(figure)
     return out_path
+
+
+def save_figure(figure, out_path, dpi=110):
+    """Lay a figure out, write it to `out_path` whole or not at all, and close it."""
+    figure.tight_layout()
+    try:
+        with outputs.atomic_paths(out_path) as (temporary,):
+            figure.savefig(temporary, dpi=dpi)
+    finally:
+        plt.close(figure)
+    return Path(out_path)
