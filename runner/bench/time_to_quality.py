@@ -239,20 +239,24 @@ def checkpoint_method(path):
     return evaluate.model_method(deploy.load_for_inference(path))
 
 
-def set_psnr(method, data_root=None):
-    """The mean PSNR of a scoring method on the test set, whole images, the papers' protocol."""
-    scores = evaluate.evaluate_sets([TEST_SET], evaluate.Protocol(SCALE), {"method": method},
-                                    data_root)
-    return evaluate.means(scores)[0].psnr
+def set_psnrs(methods, data_root=None):
+    """{name: mean PSNR} of scoring methods ({name: method}) on the test set, whole images, the
+    papers' protocol; each image is read and degraded once for all of them."""
+    scores = evaluate.evaluate_sets([TEST_SET], evaluate.Protocol(SCALE), methods, data_root)
+    return {mean.method: mean.psnr for mean in evaluate.means(scores)}
 
 
 def score(results, data_root=None, log=print):
     """Every checkpoint of every run scored (and bicubic, for scale), in place."""
-    results.bicubic_psnr = set_psnr(evaluate.bicubic, data_root)
-    for run in results.runs:
-        run.checkpoints = [replace(checkpoint,
-                                   psnr=set_psnr(checkpoint_method(checkpoint.path), data_root))
-                           for checkpoint in run.checkpoints]
+    methods = {"bicubic": evaluate.bicubic}
+    methods.update({(index, number): checkpoint_method(checkpoint.path)
+                    for index, run in enumerate(results.runs)
+                    for number, checkpoint in enumerate(run.checkpoints)})
+    psnrs = set_psnrs(methods, data_root)
+    results.bicubic_psnr = psnrs["bicubic"]
+    for index, run in enumerate(results.runs):
+        run.checkpoints = [replace(checkpoint, psnr=psnrs[index, number])
+                           for number, checkpoint in enumerate(run.checkpoints)]
         if run.last:
             log(f"{run.contender.name}: {TEST_SET} {run.last.psnr:.2f} dB at the end, best "
                 f"{max(checkpoint.psnr for checkpoint in run.checkpoints):.2f} dB")
