@@ -324,7 +324,7 @@ def add_test(command):
 
 def run_test(args):
     from runner.infer import deploy
-    from runner.score import evaluate
+    from runner.score import evaluate, published
     if args.bicubic_only and args.model:
         raise UserError("runner test", "--bicubic-only scores no model: drop --model or "
                         "--bicubic-only")
@@ -343,7 +343,10 @@ def run_test(args):
         print(f"{protocol.describe()}: wrote {' and '.join(map(str, paths))}")
     if args.per_image:
         print(evaluate.format_scores(scores))
-    print(evaluate.format_table(evaluate.means(scores)))
+    mean_rows = evaluate.means(scores)
+    print(evaluate.format_table(mean_rows))
+    for line in published.format_comparisons(published.comparisons(mean_rows)):
+        print(line)
 
 
 def add_inspect(command):

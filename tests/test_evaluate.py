@@ -10,7 +10,7 @@ from in_process import run_main
 from runner.errors import UserError
 from runner.imaging import matlab
 from runner.infer import deploy
-from runner.score import evaluate
+from runner.score import evaluate, published
 from runner.score.protocol import Protocol
 from sr_models import save_initial_model, trained_model
 
@@ -104,7 +104,34 @@ def test_a_trained_model_beats_bicubic(tmp_path_factory, capfd):
                                   if row["dataset"] == dataset and row["method"] == method])
                  for method in ("bicubic", "FSRCNN-56_12_4")}
         assert means["FSRCNN-56_12_4"] > means["bicubic"] + 0.2, (dataset, means)
-    assert (out / f"{model_path.stem}_x3.md").is_file()
+        # beside the published FSRCNN figures, with the difference
+        ours = round(means["FSRCNN-56_12_4"], 2)
+        line = next(line for line in result.stdout.splitlines()
+                    if line.strip().startswith(f"{dataset} x3: ours"))
+        assert f"ours {ours:.2f}" in line, line
+        assert "re-evaluation" in line and (dataset != "Set5" or "paper 33.16" in line), line
+    report = (out / f"{model_path.stem}_x3.md").read_text()
+    assert "## Published figures (PSNR)" in report and "Lai et al." in report
+
+
+def test_published_figures_are_matched_by_net_name_set_and_scale():
+    rows = [evaluate.Mean("Set5", 3, "bicubic", 5, 30.39, 0.8682),
+            evaluate.Mean("Set5", 3, "FSRCNN-56_12_4", 5, 33.30, 0.92),
+            evaluate.Mean("BSD100", 3, "FSRCNN-56_12_4", 100, 28.50, 0.79),
+            evaluate.Mean("Urban100", 3, "FSRCNN-56_12_4", 100, 26.00, 0.8),
+            evaluate.Mean("Set5", 3, "SRCNN-9-1-5", 5, 32.40, 0.9),
+            evaluate.Mean("Set5", 3, "my-net", 5, 40.0, 0.99)]
+    found = published.comparisons(rows)
+    assert [(item.dataset, item.source.label, item.published) for item in found] == [
+        ("Set5", "paper", 33.16), ("Set5", "re-evaluation", 33.18),
+        ("BSD100", "re-evaluation", 28.53), ("Set5", "paper", 32.39)]
+    assert [round(item.difference, 2) for item in found] == [0.14, 0.12, -0.03, 0.01]
+    lines = published.format_comparisons(found)
+    assert "  Set5 x3: ours 33.30; paper 33.16 (+0.14), re-evaluation 33.18 (+0.12)" in lines
+    assert "  BSD100 x3: ours 28.50; re-evaluation 28.53 (-0.03)" in lines
+    table = published.markdown_comparisons(found[:3])
+    assert "| BSD100 | x3 | 28.50 |  | 28.53 (-0.03) |" in table
+    assert published.comparisons(rows[:1]) == [] and published.format_comparisons([]) == []
 
 
 def test_model_scale_must_match_and_the_model_must_exist(tmp_path, capfd):

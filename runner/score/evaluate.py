@@ -23,7 +23,7 @@ from runner.errors import UserError
 from runner.files import outputs
 from runner.imaging import datasets, images, matlab
 from runner.infer import colour, tiles
-from runner.score import metrics
+from runner.score import metrics, published
 from runner.score.protocol import BICUBIC, Protocol
 
 
@@ -192,14 +192,18 @@ def _markdown_table(header, rows):
 
 
 def markdown_report(scores, protocol, title):
-    """A Markdown report of one scale: the protocol, the means, then every image of every set."""
+    """A Markdown report of one scale: the protocol, the means, the published figures for the
+    net where runner/score/published.py has them, then every image of every set."""
     methods = _methods_of(scores)
     header = [f"{method} PSNR / SSIM" for method in methods]
     lines = [f"# {title}", "", f"Protocol: {protocol.describe()}.", ""]
-    by_set = _pivot(means(scores), lambda row: row.dataset)
+    mean_rows = means(scores)
+    by_set = _pivot(mean_rows, lambda row: row.dataset)
     lines += _markdown_table(["set", "images", *header],
                              [[dataset, _image_count(by_method), *_cells(by_method, methods)]
                               for dataset, by_method in by_set.items()])
+    comparison = published.markdown_comparisons(published.comparisons(mean_rows))
+    lines += [""] + comparison if comparison else []
     for dataset in by_set:
         by_image = _pivot([item for item in scores if item.dataset == dataset],
                           lambda row: row.image)
