@@ -225,11 +225,15 @@ TINY_INPUTS = whole_process.Inputs(photos=(("small", (48, 32)), ("large", (64, 4
 def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
     # the whole-process rows start some 35 processes: their own tests below
     solver = tiny_run(tmp_path)
-    sizes = suite.Sizes(repeats=1, batch=4, our_iterations=2, reference_batches=2,
-                        matmul_size=32, matmuls=1, image_size=12, frame_size=(6, 10),
+    sizes = suite.Sizes(repeats=1, batch=4, our_iterations=2, recipe_iterations=2,
+                        reference_batches=2, matmul_size=32, matmuls=1, image_size=12,
+                        frame_size=(6, 10),
                         predictions=1, prep_runs=0, reference_workers=0, whole_inputs=None)
-    results = suite.run(sizes, threads=1, solver_path=solver, log=lambda line: None)
+    # the tiny solver stands in for the recipe too: its row at its own batch and shapes
+    results = suite.run(sizes, threads=1, solver_path=solver, log=lambda line: None,
+                        recipe_path=solver)
     assert all(value > 0 for values in results.training.values() for value in values)
+    assert results.costs[training.RECIPE] == results.cost
     assert results.cost.forward > 0 and results.peak[0] > 0
     tasks = [task for task, _, _, _ in results.predictions]
     assert tasks[0].startswith("FSRCNN x3, 12x12 -> 36x36")
@@ -237,7 +241,8 @@ def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path):
     text = suite.report(results)
     for heading in ("## Training", "runner train / reference loop", "of the matmul peak",
                     "torch.profiler", "## Super-resolving", "torch.set_num_threads(1)",
-                    "fast paths off", "sharded files / runner train"):
+                    "fast paths off", "sharded files / runner train",
+                    "the recipe's shapes / matmul peak"):
         assert heading in text
     assert "## Whole processes" not in text
 

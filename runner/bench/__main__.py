@@ -5,7 +5,7 @@ from pathlib import Path
 
 from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT
 from runner.bench.prep_time import ensure_prepared, solver_source
-from runner.bench.suite import PARTS, SOLVER, Sizes, report, run
+from runner.bench.suite import PARTS, RECIPE_PREP, RECIPE_SOLVER, SOLVER, Sizes, report, run
 from runner.config import loading
 
 DEFAULT_REPORT = REPO_ROOT / "results" / "bench.md"
@@ -30,6 +30,8 @@ def main(argv=None):
     out = Path(args.out).resolve()
     os.chdir(REPO_ROOT)         # the solver and net files name their data relative to it
     ensure_prepared(solver_source(loading.load_solver(SOLVER))[0])
+    if args.only == "all":
+        ensure_prepared(solver_source(loading.load_solver(RECIPE_SOLVER))[0], RECIPE_PREP)
     results = run(Sizes(repeats=args.repeats, whole_repeats=args.whole_repeats), args.threads,
                   parts=args.only)
     text = report(results)

@@ -21,6 +21,9 @@ from runner.bench.training import (
 )
 
 SOLVER = REPO_ROOT / "configs" / "fsrcnn_solver.yaml"
+# the time-to-quality recipe (`make bench-train`), whose shapes the throughput goal is set on
+RECIPE_SOLVER = REPO_ROOT / "configs" / "fsrcnn_x3_fast_solver.yaml"
+RECIPE_PREP = REPO_ROOT / "configs" / "prep_x3_fast.yaml"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Sizes:
     repeats: int = 5                # interleaved repetitions of every comparison
     batch: int = 128
     our_iterations: int = 150       # training steps per repetition, ours
+    recipe_iterations: int = 40     # the same for the recipe's shapes (each step ~4x the work)
     shards: int = 16                # files of the sharded-training row (T91 x3: ~840 pairs
                                     # each, a file boundary every ~7 steps)
     reference_batches: int = 15     # training steps per repetition, the reference loop
@@ -52,7 +56,9 @@ class Results:
     load_after: tuple = None
     training: dict = None           # name -> [samples/s]
     peak: list = None               # [GFLOP/s]
-    cost: TrainingCost = None
+    cost: TrainingCost = None       # of one sample of the solver's
+    costs: dict = None              # name -> TrainingCost of one of its samples
+    recipe: str = ""                # the recipe row's solver, batch and sample size, in words
     input_size: tuple = None        # of one training sample (LR), (H, W)
     solver: str = ""                # the solver file and its update rule, in words
     profile: tuple = None           # (rows, milliseconds per step)
@@ -66,25 +72,26 @@ PARTS = ("all", "whole")
 
 
 def run(sizes=Sizes(), threads=DEFAULT_THREADS, solver_path=SOLVER, data_root=None, log=print,
-        parts="all"):
+        parts="all", recipe_path=RECIPE_SOLVER):
     """Every measurement of `parts`; returns the Results. The solver file's train net is ours;
-    the reference loop reads the first .h5 file of its data layer. torch and OpenCV run on
+    the reference loop reads the first .h5 file of its data layer; `recipe_path` (None: no
+    such row) is measured at its own shapes beside them. torch and OpenCV run on
     `threads` threads meanwhile (and so do the processes of the whole-process rows)."""
     before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     try:
-        return _measure(sizes, threads, solver_path, data_root, log, parts)
+        return _measure(sizes, threads, solver_path, data_root, log, parts, recipe_path)
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
 
 
-def _measure(sizes, threads, solver_path, data_root, log, parts):
+def _measure(sizes, threads, solver_path, data_root, log, parts, recipe_path):
     results = Results(threads, sizes, os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="bench_") as folder:
         if parts == "all":
-            measure_training(results, solver_path, Path(folder), log)
+            measure_training(results, solver_path, Path(folder), log, recipe_path)
             measure_prediction(results, Path(folder), data_root, log)
             results.prep = prep_seconds(sizes.prep_runs, folder)
             if results.prep:

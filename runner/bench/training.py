@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from runner import inspect
+from runner.bench.prep_time import solver_source
 from runner.bench.measure import (
     PLAIN,
     REPO_ROOT,
@@ -30,6 +31,7 @@ from runner.train.train_log import TrainLog
 
 REFERENCE_WORKERS = 2
 SHARDED = "runner train, sharded files"
+RECIPE = "runner train, the recipe's shapes"
 
 
 @dataclass(frozen=True)
@@ -211,13 +213,28 @@ def profile_training(training, iterations=20, rows=12):
     return table, total / iterations / 1e3
 
 
-def measure_training(results, solver_path, folder, log):
+def sample_size(setup):
+    """(path of the first training .h5 file, (H, W) of one LR sample in it) of a solver."""
+    h5_path = feeds.train_data_file(setup.train_net, setup.net_sources[0][0])
+    with h5py.File(h5_path, "r") as h5:
+        return h5_path, tuple(h5["Input"].shape[2:])
+
+
+def recipe_training(recipe_path, iterations, folder):
+    """(OurTraining of the time-to-quality recipe's solver at its own batch, its
+    TrainingCost, its batch, its sample size): the shapes issue 15's throughput goal is set on."""
+    setup = loading.load_solver(recipe_path)
+    _, input_size = sample_size(setup)
+    batch = solver_source(setup)[1].hdf5_data_param.batch_size
+    cost = training_cost(setup.train_net, setup.net_sources[0][0], input_size)
+    return OurTraining(setup, batch, iterations, folder), cost, batch, input_size
+
+
+def measure_training(results, solver_path, folder, log, recipe_path=None):
     sizes = results.sizes
     setup = loading.load_solver(solver_path)
     source = setup.net_sources[0][0]
-    h5_path = feeds.train_data_file(setup.train_net, source)
-    with h5py.File(h5_path, "r") as h5:
-        results.input_size = tuple(h5["Input"].shape[2:])
+    h5_path, results.input_size = sample_size(setup)
     results.cost = training_cost(setup.train_net, source, results.input_size)
     shown = Path(solver_path).resolve()
     shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown
@@ -234,6 +251,11 @@ def measure_training(results, solver_path, folder, log):
         "reference loop": ReferenceTraining([h5_path], sizes.batch, setup.solver.base_lr,
                                             sizes.reference_batches, sizes.reference_workers),
         "matmul": MatmulPeak(sizes.matmul_size, sizes.matmuls)}
+    results.costs = dict.fromkeys(contenders, results.cost)
+    if recipe_path:
+        contenders[RECIPE], results.costs[RECIPE], batch, input_size = recipe_training(
+            recipe_path, sizes.recipe_iterations, folder / "recipe")
+        results.recipe = f"{Path(recipe_path).name}, batch {batch}, {input_size[0]}x{input_size[1]}"
     rates = interleaved(contenders, sizes.repeats)
     results.peak = rates.pop("matmul")
     results.training = rates
@@ -259,7 +281,7 @@ def training_section(results):
     ours, reference = (median(results.training[name])
                        for name in ("runner train", "reference loop"))
     peak = median(results.peak)
-    gflops = {name: median(values) * cost.flops / 1e9
+    gflops = {name: median(values) * results.costs[name].flops / 1e9
               for name, values in results.training.items()}
     lines = [f"## Training FSRCNN(56,12,4) x3, batch {sizes.batch}, T91 (`make prep`)", "",
              "| | samples/s | iterations/s | GFLOP/s | of the matmul peak | each repetition |",
@@ -277,6 +299,8 @@ def training_section(results):
               ratio_line(f"{SHARDED} / runner train (the same pairs in {sizes.shards} files "
                          "read one at a time / one file in memory)",
                          median(results.training[SHARDED]) / ours, TARGETS["sharded_ratio"]),
+              *([ratio_line(f"{RECIPE} / matmul peak", gflops[RECIPE] / peak,
+                            TARGETS["recipe_peak_fraction"], "%")] if RECIPE in gflops else []),
               f"- runner train / runner train with the fast paths off (F.conv_transpose2d, "
               f"NCHW memory): **{ours / median(results.training[f'runner train, {PLAIN}']):.2f}"
               "x**", "",
@@ -285,6 +309,10 @@ def training_section(results):
               f"- {SHARDED}: the same, the training file split in order into {sizes.shards} "
               "files (as `max_pairs_per_file` writes them), read one at a time as Caffe reads "
               "them, the next file read by a background thread.",
+              *([f"- {RECIPE}: the same Solver on the time-to-quality recipe ({results.recipe} "
+                 f"LR samples: {results.costs[RECIPE].flops:,} FLOPs each), the shapes issue "
+                 "15's throughput goal is set on; its samples/s are not comparable with the "
+                 "other rows', its GFLOP/s are."] if RECIPE in gflops else []),
               "- reference loop: nn.Sequential FSRCNN with nn.ConvTranspose2d, torch.optim.SGD "
               "(the solver file's base_lr, momentum 0.9, deconvolution at 0.1x the rate), "
               "nn.MSELoss, a DataLoader "
