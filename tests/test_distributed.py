@@ -123,6 +123,30 @@ def test_torchrun_resumes_a_one_process_snapshot_in_two(tmp_path, one_process):
     assert difference <= TOLERANCE
 
 
+def test_two_processes_keep_the_average_of_the_weights_as_one(tmp_path):
+    """With ema_decay every process averages the same weights; rank 0 writes the average to
+    the .model and the weights to the .solverstate, as one process at twice the batch does."""
+    solver_files = {}
+    for name, batch in (("one", 2 * BATCH), ("two", BATCH)):
+        (tmp_path / name).mkdir()
+        solver_files[name] = solver_with_batch(tmp_path / name, batch)
+        solver_files[name].write_text(solver_files[name].read_text() + "ema_decay: 0.9\n")
+    train(loading.load_solver(solver_files["one"]), TrainOptions(log=False))
+    result = run_to_end("train", "--solver", solver_files["two"], "--procs", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Testing with the exponential moving average") == 1
+    model_paths, states = [], []
+    for name in solver_files:
+        model_path, state_path = snapshot.snapshot_paths(tmp_path / name / "run" / "tiny",
+                                                         ITERATIONS)
+        model_paths.append(model_path)
+        states.append(snapshot.load_solverstate(state_path))
+    assert max_difference(*model_paths) <= TOLERANCE
+    for ours, theirs in zip(*(state.weights for state in states)):
+        assert np.abs(snapshot.read_array(ours) - snapshot.read_array(theirs)).max() <= TOLERANCE
+    assert len(states[0].weights) == 8
+
+
 def test_a_signal_to_one_process_stops_them_all(tmp_path):
     solver_file = tiny_run(tmp_path, 10_000_000, 0)
     log_path = tmp_path / "run" / "tiny_train.log"

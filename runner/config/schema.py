@@ -532,6 +532,14 @@ class SolverParameter:
     snapshot_after_train: bool = option(28, "bool", "snapshot after the last iteration", True)
     solver_type: str = option(30, SOLVER_TYPE_ENUM, "deprecated: the update rule as an enum "
                               "(SGD, NESTEROV, ...), upgraded to `type` on read")
+    ema_decay: float = option(1001, "float", "srcaffe's, not Caffe's: 0, or the decay of an "
+                              "exponential moving average of the weights (e.g. 0.999), moved "
+                              "after every update as average = d * average + (1 - d) * weights, "
+                              "d = min(ema_decay, (1 + iter) / (10 + iter)): a warm-up, so that "
+                              "early averages are not dominated by the initial weights. The test "
+                              "nets and the .model snapshots use the average (the .solverstate "
+                              "keeps the weights); blobs with lr_mult 0 (BatchNorm's statistics) "
+                              "are taken as they are, not averaged", 0.0, minimum=0)
 
 
 # --------------------------------------------------------------------------- prep (YAML only)

@@ -4,9 +4,11 @@ A `.model` holds each layer's parameter blobs under `data/<layer>/<index>` (Caff
 `snapshot_format: HDF5` layout) plus the net's config text. A `.solverstate` holds what a
 resume needs to continue exactly: iteration, the model file's name and sha256, the update
 rule's history, current_step, every random generator and data reader position, and the
-solver and net texts. Reading either can never execute code: it is arrays and strings only,
-reached through `runner/files/safe_hdf5.py` (nothing outside the file, nothing read before its
-shape is checked), and each dataset and attribute set carries its sha256, checked on load.
+solver and net texts. When the run keeps a moving average of the weights (`ema_decay`), its
+`.model` holds the average and its `.solverstate` the weights themselves, under `weights`.
+Reading either can never execute code: it is arrays and strings only, reached through
+`runner/files/safe_hdf5.py` (nothing outside the file, nothing read before its shape is
+checked), and each dataset and attribute set carries its sha256, checked on load.
 Both are written to a temporary name, flushed and renamed, so a crash mid-write leaves the
 previous pair intact; what a killed run leaves behind is removed by the next
 (`remove_leftovers`).
@@ -139,9 +141,14 @@ def save_model(path, model):
         safe_hdf5.seal_attributes(h5)
         data = h5.create_group("data", track_order=True)
         for layer, blobs in model.blobs.items():
-            group = data.create_group(layer, track_order=True)
-            for index, blob in enumerate(blobs):
-                safe_hdf5.seal_dataset(group, str(index), read_array(blob))
+            _write_indexed(data, layer, blobs)
+
+
+def _write_indexed(parent, name, blobs):
+    """Blobs as float32 datasets `0`, `1`, ... of a new group `name` (what _indexed reads)."""
+    group = parent.create_group(name, track_order=True)
+    for index, blob in enumerate(blobs):
+        safe_hdf5.seal_dataset(group, str(index), read_array(blob))
 
 
 def _indexed(group, path, kind, sealed):
@@ -180,10 +187,13 @@ class SolverState:
     net_files: list                   # (path, text) of each net file the solver named
     random_states: dict = field(default_factory=dict)   # name -> uint8 array
     readers: dict = field(default_factory=dict)          # feeder key -> HDF5Feeder.state()
+    weights: list = field(default_factory=list)          # the net's parameter blobs, each
+                                                         # shared one once, when the .model
+                                                         # holds their moving average; else none
 
     def arrays(self):
-        """Every array it holds: history, generators, reader orders and generators."""
-        return [*self.history, *self.random_states.values(),
+        """Every array it holds: history, generators, reader orders and generators, weights."""
+        return [*self.history, *self.weights, *self.random_states.values(),
                 *(reader[name] for reader in self.readers.values()
                   for name in ("file_order", "order", "generator") if name in reader)]
 
@@ -203,9 +213,7 @@ def save_solverstate(path, state):
                         net_paths=[path for path, _ in state.net_files],
                         net_texts=[text for _, text in state.net_files])
         safe_hdf5.seal_attributes(h5)
-        history = h5.create_group("history", track_order=True)
-        for index, blob in enumerate(state.history):
-            safe_hdf5.seal_dataset(history, str(index), read_array(blob))
+        _write_indexed(h5, "history", state.history)
         randoms = h5.create_group("random_states", track_order=True)
         for name, value in state.random_states.items():
             safe_hdf5.seal_dataset(randoms, name, read_array(value, dtype=np.uint8))
@@ -219,6 +227,8 @@ def save_solverstate(path, state):
             group.attrs.update(file_index=reader["file_index"], cursor=reader["cursor"],
                                epoch=reader["epoch"])
             safe_hdf5.seal_attributes(group)
+        if state.weights:       # absent otherwise: a run without an average writes what it did
+            _write_indexed(h5, "weights", state.weights)
 
 
 def _reader(group, path, sealed):
@@ -261,7 +271,9 @@ def load_solverstate(path):
                            for name, dataset in safe_hdf5.members(group("random_states"),
                                                                   path).items()},
             readers={key: _reader(reader, path, sealed) for key, reader
-                     in safe_hdf5.members(group("readers"), path, h5py.Group).items()})
+                     in safe_hdf5.members(group("readers"), path, h5py.Group).items()},
+            weights=_indexed(group("weights"), path, SOLVERSTATE_KIND, sealed)
+            if "weights" in h5 else [])
 
 
 def model_of(state_path, state):

@@ -18,7 +18,14 @@ from runner.files import caffe_model, snapshot
 from runner.net import devices, fast_paths
 from runner.net.builder import Net
 from runner.net.feeds import train_data_attributes
-from runner.train import distributed, lr_policy, tensorboard, train_log, update_rules
+from runner.train import (
+    distributed,
+    lr_policy,
+    moving_average,
+    tensorboard,
+    train_log,
+    update_rules,
+)
 from runner.train.feeder import HDF5Feeder
 from runner.train.train_log import TrainLog
 
@@ -84,19 +91,30 @@ class Solver:
              in self.net.learnable_blobs()],
             self.param)
         self.trainer = self.processes.wrap(self.net)
+        # made after wrap, which gives every process rank 0's weights to start the average from
+        self.average = moving_average.MovingAverage(
+            [(blob, lr_mult) for _, _, blob, lr_mult, _ in self.net.learnable_blobs()],
+            self.param.ema_decay) if self.param.ema_decay else None
         self.iteration = 0
         self.last_snapshot = None
         self.requested = None
-        self.started_from = None      # a line for the log: what the weights were copied from
+        self.started_from = None      # a line for the log: where the weights (or their average)
+                                      # came from
         self.test_example = None      # (input, label, prediction) of the last test's first sample
         self.resumed = False
         self.losses = collections.deque(maxlen=self.param.average_loss)
 
     # ------------------------------------------------------------------ weights and snapshots
 
+    def shipped_blobs(self):
+        """{layer: [blobs]} that the tests use and the .model holds: the weights, or their
+        moving average when the solver keeps one."""
+        blobs = self.net.blobs_by_layer()
+        return self.average.of(blobs) if self.average else blobs
+
     def model_file(self):
         blobs = {layer: [blob.detach().cpu().numpy() for blob in layer_blobs]
-                 for layer, layer_blobs in self.net.blobs_by_layer().items()}
+                 for layer, layer_blobs in self.shipped_blobs().items()}
         path, text = self.setup.net_sources[0]
         return snapshot.ModelFile(blobs, text, path, self.iteration, self.data_scale)
 
@@ -106,6 +124,8 @@ class Solver:
         tensors = {layer: [torch.from_numpy(blob) for blob in blobs] for layer, blobs
                    in model.read_blobs(self.net.blobs_by_layer(), model_path).items()}
         copied = self.net.copy_from(tensors, model_path)
+        if self.average:
+            self.average.restart()
         own = sorted(set(self.net.blobs_by_layer()) - set(copied))
         self.started_from = (f"Copied layers {', '.join(copied)} from {model_path}"
                              + (f"; {', '.join(own)} from their fillers" if own else ""))
@@ -125,29 +145,42 @@ class Solver:
             history=[blob.detach().cpu().numpy() for blob in self.update_rule.state()],
             solver_source=self.setup.solver_source, solver_text=self.setup.solver_text,
             net_files=list(self.setup.net_sources), random_states=self._random_states(),
-            readers=self._reader_states())
+            readers=self._reader_states(),
+            weights=[blob.detach().cpu().numpy() for blob in self.average.blobs]
+            if self.average else [])
         snapshot.save_solverstate(state_path, state)
         self.last_snapshot = state_path
         self.log.line(f"Snapshotting to HDF5 file {model_path}")
         self.log.line(f"Snapshotting solver state to HDF5 file {state_path}")
 
     def restore(self, state_path, state):
-        """Continue from a solverstate: weights, history, iteration, generators, readers; each
-        stored array's shape is checked against this net and data before it is read."""
+        """Continue from a solverstate: weights and their average, history, iteration,
+        generators, readers; each stored array's shape is checked against this net and data
+        before it is read."""
         model = snapshot.load_model(snapshot.model_of(state_path, state))
         expected = self.net.blobs_by_layer()
         if set(model.blobs) != set(expected):
             raise UserError(state_path, "the snapshot is of a different net (layers "
                             f"{sorted(model.blobs)} vs {sorted(expected)})")
+        # the .model holds the weights, or their average when the solverstate holds the weights
         self.net.copy_from({layer: [torch.from_numpy(blob) for blob in blobs] for layer, blobs
                             in model.read_blobs(expected, state_path).items()}, state_path)
-        live = self.update_rule.state()
-        if len(state.history) != len(live):
-            raise UserError(state_path, f"solver history holds {len(state.history)} blobs; "
-                            f"{self.param.type} keeps {len(live)} for this net")
-        self.update_rule.load_state([
-            torch.from_numpy(snapshot.read_array(blob, tuple(current.shape), where=state_path))
-            for blob, current in zip(state.history, live)])
+        if self.average:
+            self.average.restart()
+        if state.weights:
+            learnable = [blob for _, _, blob, _, _ in self.net.learnable_blobs()]
+            with torch.no_grad():
+                for blob, stored in zip(learnable, self._stored(state_path, state.weights,
+                                                                learnable, "weight")):
+                    blob.copy_(stored)
+        if self.average and not state.weights:
+            self.started_from = ("The snapshot holds no moving average of the weights: it "
+                                 "starts from the resumed weights")
+        elif state.weights and not self.average:
+            self.started_from = ("The snapshot's moving average of the weights (its .model) is "
+                                 "not continued: this solver's ema_decay is 0")
+        self.update_rule.load_state(self._stored(state_path, state.history,
+                                                 self.update_rule.state(), "solver history"))
         if "torch" not in state.random_states:
             raise UserError(state_path, "holds no random generator state 'torch'")
         generator = snapshot.read_array(state.random_states["torch"],
@@ -161,6 +194,15 @@ class Solver:
                 feeder.load_state(state.readers[key], state_path)
         self.iteration = state.iteration
         self.resumed = True
+
+    def _stored(self, state_path, arrays, live, what):
+        """A solverstate's `arrays` as tensors, as many as the `live` ones and each of its
+        shape (checked before it is read)."""
+        if len(arrays) != len(live):
+            raise UserError(state_path, f"holds {len(arrays)} {what} blobs; this run keeps "
+                            f"{len(live)} ({self.param.type} on this net)")
+        return [torch.from_numpy(snapshot.read_array(array, tuple(blob.shape), where=state_path))
+                for array, blob in zip(arrays, live)]
 
     def _feeders(self):
         for feeder in self.train_feeders:
@@ -218,6 +260,8 @@ class Solver:
                                      time.perf_counter() - started))
                 started, last_displayed = time.perf_counter(), self.iteration
             self.update_rule.apply_update(rate, self.iteration)
+            if self.average:
+                self.average.update(self.iteration)
             self.iteration += 1
             self.log.advance(self.iteration)
             request = self._take_request()
@@ -266,7 +310,7 @@ class Solver:
     def test(self, index):
         """One test pass of test net `index`: mean Euclidean loss and PSNR (dB, data in [0,1])."""
         test_net = self.test_nets[index]
-        test_net.copy_from(self.net.blobs_by_layer(), "train net")
+        test_net.copy_from(self.shipped_blobs(), "train net")
         loss_sum, squared_error, pixels = 0.0, 0.0, 0
         for batch in range(self.param.test_iter[index]):
             blobs = test_net.forward(self._batch(self.test_feeders[index]))
@@ -317,6 +361,10 @@ class Solver:
                           "on the CPU")
         if self.started_from:
             self.log.line(self.started_from)
+        if self.average:
+            self.log.line("Testing with the exponential moving average of the weights "
+                          f"(ema_decay {self.param.ema_decay:g}), which the .model snapshots "
+                          "hold; the .solverstate keeps the weights themselves")
         if self.processes.rank == 0:
             self._clear_after_kill()
         previous = self._install_signal_handlers()
