@@ -174,6 +174,9 @@ def add_ship(command):
     from runner import ship
     command.add_argument("solverstate", metavar="SOLVERSTATE",
                          help="the snapshot whose model to ship")
+    command.add_argument("--best", action="store_true",
+                         help="ship instead the snapshot of SOLVERSTATE's run that its test net "
+                         "(a validation split, never a benchmark set) scored best")
     command.add_argument("--name", required=True, help="the shipped model's name (fsrcnn_x3)")
     command.add_argument("--out", default=str(ship.DEFAULT_FOLDER),
                          help="folder (default: %(default)s)")
@@ -182,7 +185,13 @@ def add_ship(command):
 
 def run_ship(args):
     from runner import ship
-    for path in ship.ship(args.solverstate, args.name, args.out):
+    state_path = args.solverstate
+    if args.best:
+        choice = ship.best_tested(state_path)
+        print(f"chose {choice.path}: test net #0 PSNR {choice.psnr:.4f} dB at iteration "
+              f"{choice.iteration:,}, the best of the {choice.tested} snapshots tested")
+        state_path = choice.path
+    for path in ship.ship(state_path, args.name, args.out):
         print(f"wrote {path}")
 
 

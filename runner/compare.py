@@ -28,7 +28,7 @@ from runner.errors import UserError, stored_in  # noqa: E402
 from runner.files import outputs, snapshot  # noqa: E402
 from runner.infer import deploy  # noqa: E402
 from runner.score import evaluate, plot, protocol  # noqa: E402
-from runner.train.train_log import log_paths, read_records  # noqa: E402
+from runner.train.train_log import log_paths, read_records, test_points  # noqa: E402
 
 DEFAULT_FOLDER = Path("results/compare")
 REPORT_STEM = "compare"
@@ -63,12 +63,6 @@ def run_records(snapshot_prefix):
         raise UserError(path, "no such training log") from None
     except ValueError as error:
         raise UserError(path, f"not a readable training log ({error})") from None
-
-
-def test_points(records):
-    """(iteration, test PSNR) of test net #0, in log order."""
-    return [(record["iteration"], record["test_psnr"]) for record in records
-            if "test_psnr" in record and record.get("test_net", 0) == 0]
 
 
 def log_metrics(records):

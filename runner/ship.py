@@ -11,7 +11,7 @@ a symbolic link there is removed, never the folder it points to.
 """
 import shutil
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.errors import UserError, stored_in
@@ -24,7 +24,6 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     returns the paths written."""
     # imported here, not above: `runner ship --help` reads DEFAULT_FOLDER and should not wait
     # for h5py and matplotlib
-    from runner.config import loading
     from runner.files import outputs, snapshot
     from runner.net import feeds
     from runner.score import plot
@@ -32,11 +31,9 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     if not name or Path(name).name != name or name.startswith("."):
         raise UserError("--name", f"{name!r} is not a plain file name (e.g. fsrcnn_x3)")
     state_path = Path(state_path)
-    state = snapshot.load_solverstate(state_path)
+    state, setup = _run_of(state_path)
     model_path = snapshot.model_of(state_path, state)
     with stored_in(state_path, state.stored_names):
-        setup = loading.solver_setup_from_texts(state.solver_source, state.solver_text,
-                                               state.net_files)
         data_attributes = feeds.train_data_attributes(setup.train_net, setup.net_sources[0][0])
     log_text, log_records = train_log.log_paths(setup.solver.snapshot_prefix)
     if not log_records.is_file():
@@ -66,6 +63,52 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [model_target, target]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The snapshot of a run its test net scored best."""
+
+    path: Path          # its .solverstate
+    iteration: int
+    psnr: float         # test net #0's PSNR at that iteration
+    tested: int         # how many of the run's snapshots had a test to choose among
+
+
+def best_tested(state_path):
+    """The Choice among the snapshots (.solverstate files) of the run `state_path` belongs to:
+    the one whose iteration test net #0 scored the highest PSNR in the run's log. Honest only
+    when that test net is a validation split, not a benchmark set."""
+    from runner.files import snapshot
+    from runner.train import train_log
+    state_path = Path(state_path)
+    _, setup = _run_of(state_path)
+    prefix = setup.solver.snapshot_prefix
+    _, log_records = train_log.log_paths(prefix)
+    try:
+        psnr_at = dict(train_log.test_points(train_log.read_records(log_records)))
+    except FileNotFoundError:
+        raise UserError(state_path, f"its run's log {log_records} is missing") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(log_records, f"not a readable training log ({error})") from None
+    tested = [(psnr_at[iteration], iteration, path)
+              for iteration, path in snapshot.snapshots(prefix, ".solverstate")
+              if iteration in psnr_at]
+    if not tested:
+        raise UserError(state_path, f"no snapshot of its run ({prefix}_iter_*.solverstate) has a "
+                        f"test-net PSNR in {log_records} to choose by")
+    psnr, iteration, path = max(tested)
+    return Choice(path, iteration, psnr, len(tested))
+
+
+def _run_of(state_path):
+    """(the solverstate, the SolverSetup its stored texts make)."""
+    from runner.config import loading
+    from runner.files import snapshot
+    state = snapshot.load_solverstate(state_path)
+    with stored_in(state_path, state.stored_names):
+        return state, loading.solver_setup_from_texts(state.solver_source, state.solver_text,
+                                                      state.net_files)
 
 
 # names in the shipped folder that are not the solver's and net's files

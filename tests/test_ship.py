@@ -5,6 +5,7 @@ import numpy as np
 from helpers import assert_one_line_error, tiny_run
 from in_process import run_main
 from runner.files import snapshot
+from runner.train import train_log
 
 
 def mark_scale(h5_path, scale):
@@ -69,3 +70,30 @@ def test_models_keep_their_training_data_scale_and_ship_fills_it_in_for_older_on
     older_blobs, shipped_blobs = older.read_blobs(), shipped.read_blobs()
     assert all(np.array_equal(a, b) for layer in older_blobs
                for a, b in zip(older_blobs[layer], shipped_blobs[layer]))
+
+
+def test_ship_best_takes_the_snapshot_its_test_net_scored_highest(tmp_path, capfd):
+    solver = tiny_run(tmp_path, max_iter=40, snapshot=10)
+    assert run_main(capfd, "train", "--solver", solver).returncode == 0
+    run = tmp_path / "run"
+    psnr_at = dict(train_log.test_points(train_log.read_records(run / "tiny_log.jsonl")))
+    (run / "tiny_iter_40.solverstate").unlink()     # a snapshot gone is no candidate
+    best = max((psnr_at[iteration], iteration) for iteration in (10, 20, 30))[1]
+    shipped = tmp_path / "models"
+    result = run_main(capfd, "ship", run / "tiny_iter_10.solverstate", "--best",
+                      "--name", "tiny_x3", "--out", shipped)
+    assert result.returncode == 0, result.stderr
+    assert f"tiny_iter_{best}.solverstate" in result.stdout
+    assert f"{psnr_at[best]:.4f} dB at iteration {best}, the best of the 3 snapshots" \
+        in result.stdout
+    assert (shipped / "tiny_x3.model").read_bytes() == \
+        (run / f"tiny_iter_{best}.model").read_bytes()
+
+
+def test_ship_best_needs_tested_snapshots(tmp_path, capfd):
+    solver = tiny_run(tmp_path, max_iter=5, snapshot=5)     # tests every 10: none ran
+    assert run_main(capfd, "train", "--solver", solver).returncode == 0
+    assert_one_line_error(run_main(capfd, "ship", tmp_path / "run" / "tiny_iter_5.solverstate",
+                                   "--best", "--name", "tiny_x3", "--out", tmp_path / "m"),
+                          "tiny_iter_5.solverstate", "test-net PSNR")
+    assert not (tmp_path / "m").exists()

@@ -121,6 +121,12 @@ def read_records(path):
         return [json.loads(line) for line in stream if line.strip()]
 
 
+def test_points(records):
+    """(iteration, test PSNR) of test net #0, in log order."""
+    return [(record["iteration"], record["test_psnr"]) for record in records
+            if "test_psnr" in record and record.get("test_net", 0) == 0]
+
+
 def remove_leftovers(snapshot_prefix):
     """Remove the temporaries of this run's log rewrite (TrainLog, on a resume) that a killed
     run left behind; returns their paths."""
