@@ -107,7 +107,7 @@ def without_option(argv, option):
 
 
 def add_sweep(command):
-    from runner.sweep.plan import DEFAULT_FOLDER
+    from runner.sweep.folders import DEFAULT_FOLDER
     command.add_argument("--solver", required=True, help="the base solver file")
     command.add_argument("--set", action="append", default=[], dest="sets",
                          metavar="KEY=VALUES",
@@ -229,11 +229,11 @@ def comma_list(parse=str):
 
 def add_inference_options(command):
     """--tile and --device, for the commands that run a model on images."""
-    from runner.infer import tiles
-    command.add_argument("--tile", type=positive_int(0), default=tiles.DEFAULT_TILE_SIZE,
+    from runner.infer import tile_sizes
+    command.add_argument("--tile", type=positive_int(0), default=tile_sizes.DEFAULT_TILE_SIZE,
                          help="tile side in LR pixels for large images (0: whole image; "
                          "default: %(default)s; an image of at most "
-                         f"{tiles.WHOLE_PLANE_PIXELS:,} pixels runs whole)")
+                         f"{tile_sizes.WHOLE_PLANE_PIXELS:,} pixels runs whole)")
     command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
@@ -407,10 +407,10 @@ def run_time(args):
 
 
 def add_upgrade(command):
-    from runner import upgrade_file
+    from runner.config import text
     command.add_argument("file", metavar="FILE", help="the net or solver file (.prototxt or "
                          ".yaml)")
-    command.add_argument("--to", choices=sorted(upgrade_file.SUFFIXES),
+    command.add_argument("--to", choices=sorted(text.WRITTEN_SUFFIXES),
                          help="the format to write (default: the input's)")
     command.add_argument("--out", help="the file (or folder) to write (default: beside the "
                          "input, with the format's suffix)")

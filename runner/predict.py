@@ -22,7 +22,7 @@ would decode to gigabytes is refused without decoding it.
 Speed: an image goes through the net band by band and each band is converted and encoded in a
 thread of its own while the net computes the next (runner/infer/colour.py,
 runner/imaging/writers.py; an image of at most 512x512 pixels goes through whole, where tiles
-cost more than they save: runner/infer/tiles.py); the next image is read and decoded in another thread meanwhile; with
+cost more than they save: runner/infer/tile_sizes.py); the next image is read and decoded in another thread meanwhile; with
 `jobs` > 1, that many processes share the inputs and the threads. This module imports the
 floors that compute only when it runs, so that `runner predict --help` starts at once.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from runner.errors import UserError
 from runner.files import outputs
-from runner.infer import tiles
+from runner.infer import tile_sizes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The default run: its newest snapshot is the model `runner predict` uses without --model.
@@ -125,7 +125,7 @@ def file_label(name):
 class Options:
     """How the inputs are computed and written."""
 
-    tile_size: int = tiles.DEFAULT_TILE_SIZE   # None: whole images
+    tile_size: int = tile_sizes.DEFAULT_TILE_SIZE   # None: whole images
     format: str = "png"                        # of image outputs: runner/imaging/formats.py
     quality: int = None                        # jpg and webp (None: formats.DEFAULT_QUALITY)
     bicubic: bool = False                      # also write the bicubic comparison

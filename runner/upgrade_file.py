@@ -13,11 +13,10 @@ from pathlib import Path
 import yaml
 from google.protobuf import text_format
 
-from runner.config import caffe_proto, loading, schema
+from runner.config import caffe_proto, loading, schema, text
 from runner.errors import UserError
 from runner.files import outputs
 
-SUFFIXES = {"yaml": ".yaml", "prototxt": ".prototxt"}
 KINDS = (schema.NetParameter, schema.SolverParameter)
 FIRST_KEY = re.compile(r"[A-Za-z_]\w*")
 
@@ -37,9 +36,9 @@ def file_kind(config_text, source):
 def format_of(path):
     """'yaml' or 'prototxt' for a config file name, None for another suffix."""
     suffix = Path(path).suffix.lower()
-    if suffix in loading.YAML_SUFFIXES:
+    if suffix in text.YAML_SUFFIXES:
         return "yaml"
-    return "prototxt" if suffix in loading.PROTOTXT_SUFFIXES else None
+    return "prototxt" if suffix in text.PROTOTXT_SUFFIXES else None
 
 
 def render(config, format_name, header):
@@ -55,7 +54,7 @@ def render(config, format_name, header):
 def output_path(path, format_name, out):
     """Where the upgraded file goes: `out` (a file, or a folder to write into), else beside the
     input, named after it with the format's suffix."""
-    named = path.with_suffix(SUFFIXES[format_name]).name
+    named = path.with_suffix(text.WRITTEN_SUFFIXES[format_name]).name
     if out is None:
         return path.with_name(named)
     folder = str(out).endswith(("/", os.sep)) or Path(out).is_dir()
@@ -74,7 +73,7 @@ def upgrade_file(path, to=None, out=None, overwrite=False):
     target = output_path(path, format_name, out)
     if format_of(target) != format_name:
         raise UserError(target, f"a {format_name} file needs the suffix "
-                        f"{SUFFIXES[format_name]}")
+                        f"{text.WRITTEN_SUFFIXES[format_name]}")
     if target.resolve() == path.resolve() and not overwrite:
         raise UserError(target, "is the file being upgraded: give --out PATH, or --overwrite to "
                         "replace it")

@@ -52,14 +52,14 @@ def test_runner_test_bicubic_only_prints_and_writes_the_published_table(tmp_path
     result = run_cli("test", "--bicubic-only", "--sets", "Set5,Set14", "--scale", "2,3,4",
                      "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    for (dataset, scale), published in PUBLISHED_BICUBIC_PSNR.items():
+    for (dataset, scale), expected in PUBLISHED_BICUBIC_PSNR.items():
         rows = [row for row in read_csv(tmp_path / f"bicubic_x{scale}.csv")
                 if row["dataset"] == dataset]
         assert len(rows) == {"Set5": 5, "Set14": 14}[dataset]
         mean = np.mean([float(row["psnr"]) for row in rows])
-        assert round(mean, 2) == published
-        assert f"{published:.2f} / {bicubic_means[(dataset, scale)].ssim:.4f}" in result.stdout
-        assert f"| {dataset} | {len(rows)} | {published:.2f} / " in \
+        assert round(mean, 2) == expected
+        assert f"{expected:.2f} / {bicubic_means[(dataset, scale)].ssim:.4f}" in result.stdout
+        assert f"| {dataset} | {len(rows)} | {expected:.2f} / " in \
             (tmp_path / f"bicubic_x{scale}.md").read_text()
 
 

@@ -12,7 +12,7 @@ from in_process import run_main
 from runner import predict
 from runner.errors import UserError
 from runner.imaging import datasets, matlab, picture
-from runner.infer import colour, deploy, tiles
+from runner.infer import colour, deploy, tile_sizes, tiles
 from runner.score import degraded
 from sr_models import ROOT, save_initial_model, stronger_deconvolution, trained_model
 
@@ -63,12 +63,12 @@ def test_tiled_result_equals_the_whole_image(model):
 def test_small_planes_run_whole_and_large_ones_in_tiles(model):
     # a BSD100 image (321x481) and a 640x360 video frame run whole, a 1080p photo in tiles; an
     # SRCNN-style net's input is the upscaled plane, nine times as many pixels at x3
-    assert tiles.tile_size_for(model, (321, 481), 256) is None
-    assert tiles.tile_size_for(model, (360, 640), 256) is None
-    assert tiles.tile_size_for(model, (1080, 1920), 256) == 256
+    assert tile_sizes.tile_size_for(model, (321, 481), 256) is None
+    assert tile_sizes.tile_size_for(model, (360, 640), 256) is None
+    assert tile_sizes.tile_size_for(model, (1080, 1920), 256) == 256
     srcnn = deploy.load_for_inference(ROOT / "results" / "models" / "srcnn_x3.model")
-    assert tiles.tile_size_for(srcnn, (321, 481), 256) == 256
-    assert tiles.tile_size_for(srcnn, (170, 170), 256) is None
+    assert tile_sizes.tile_size_for(srcnn, (321, 481), 256) == 256
+    assert tile_sizes.tile_size_for(srcnn, (170, 170), 256) is None
 
 
 @pytest.mark.parametrize("shipped", ["fsrcnn_x3", "fsrcnn_s_x3", "fsrcnn_x4", "srcnn_x3"])

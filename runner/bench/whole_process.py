@@ -30,7 +30,7 @@ from runner import export
 from runner.bench.measure import REPO_ROOT, interleaved, ratio_line, timed_rate, values_text
 from runner.cli import COMMANDS
 from runner.imaging import datasets, matlab
-from runner.infer import deploy, tiles
+from runner.infer import deploy, tile_sizes, tiles
 
 SHIPPED = REPO_ROOT / "results" / "models"
 TARGETS = {"photo": 2.0, "folder": 3.0, "video": 2.0, "real_time_fps": 24.0, "onnx": 1.2,
@@ -275,7 +275,7 @@ def onnx_model(model_path, folder):
     return Path(export.export(model_path, folder, "onnx")[0]).read_bytes()
 
 
-ONNX_TILED = f"ours, tiles of {tiles.DEFAULT_TILE_SIZE}"
+ONNX_TILED = f"ours, tiles of {tile_sizes.DEFAULT_TILE_SIZE}"
 
 
 def measure_onnx(result, folder, repeats, data_root, log):

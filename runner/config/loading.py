@@ -11,8 +11,6 @@ import yaml
 from runner.config import caffe_proto, memory, schema, text, upgrade
 from runner.errors import UserError
 
-YAML_SUFFIXES = (".yaml", ".yml")
-PROTOTXT_SUFFIXES = (".prototxt", ".pt", ".txt")
 # Config files are kilobytes; anything this large is not one, and is not read into memory.
 MAX_CONFIG_BYTES = 16 << 20
 
@@ -41,7 +39,7 @@ def read_bytes(path, what, limit):
 
 
 def is_yaml(source):
-    return Path(source).suffix.lower() in YAML_SUFFIXES
+    return Path(source).suffix.lower() in text.YAML_SUFFIXES
 
 
 def read_text(path, what="config file"):
@@ -73,11 +71,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def _plain_data(message_class, config_text, source):
     """The keys and values config text holds; the format follows the file name's suffix."""
     suffix = Path(source).suffix.lower()
-    if suffix in PROTOTXT_SUFFIXES:
+    if suffix in text.PROTOTXT_SUFFIXES:
         return caffe_proto.text_to_mapping(message_class, config_text, source)
-    if suffix not in YAML_SUFFIXES:
+    if suffix not in text.YAML_SUFFIXES:
         raise UserError(source, f"unknown config format {suffix!r}: use "
-                        f"{', '.join(YAML_SUFFIXES + PROTOTXT_SUFFIXES)}")
+                        f"{', '.join(text.YAML_SUFFIXES + text.PROTOTXT_SUFFIXES)}")
     try:
         return yaml.load(config_text, Loader=UniqueKeyLoader)
     except RecursionError:

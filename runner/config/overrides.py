@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from runner.config import loading, schema
+from runner.config.text import YAML_SUFFIXES
 from runner.errors import UserError, did_you_mean
 
 SOURCE = "--set"
@@ -22,7 +23,6 @@ USAGE = "expected KEY=VALUE[,VALUE...], KEY=LOW:HIGH or KEY=log:LOW:HIGH"
 NET_FILE_KEYS = ("net", "train_net", "test_net")
 # Keys a sweep sets itself for every trial (its folder and the net files beside its solver).
 SET_BY_THE_SWEEP = NET_FILE_KEYS + ("snapshot_prefix",)
-YAML_SUFFIXES = (".yaml", ".yml")
 INTEGER_KINDS = ("int32", "uint32", "int64")
 
 

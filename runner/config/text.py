@@ -1,4 +1,5 @@
-"""Config file bytes as text, read as Caffe reads a prototxt: UTF-8, except in comments.
+"""Config files as text: which names mean which format, and their bytes read as Caffe reads a
+prototxt: UTF-8, except in comments.
 
 Caffe's text parser skips a `#` comment to the end of its line whatever bytes it holds, so
 public net files carry Latin-1 or GBK notes in their comments and still load. Here too: bytes
@@ -7,6 +8,11 @@ they are an error naming the line. A comment starts at a `#` outside a quoted st
 only at the start of a line or after a space or tab, as YAML's own rule says.
 """
 from runner.errors import UserError
+
+# the suffixes each config format is read from, and the one it is written with
+YAML_SUFFIXES = (".yaml", ".yml")
+PROTOTXT_SUFFIXES = (".prototxt", ".pt", ".txt")
+WRITTEN_SUFFIXES = {"yaml": ".yaml", "prototxt": ".prototxt"}
 
 WHITESPACE = b" \t"
 # in YAML a quote opens a quoted scalar only where a scalar starts

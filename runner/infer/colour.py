@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from runner.imaging import matlab, picture
-from runner.infer import tiles
+from runner.infer import tile_sizes, tiles
 
 # Input rows converted at a time: a band of the output small enough to stay in cache (96 output
 # rows of a 5760-pixel-wide result: 6.6 MB of float32 BGR).
@@ -34,7 +34,7 @@ def y_plane(image):
 def super_resolve_y(model, y, tile_size, dtype=np.float64):
     """A float Y plane in 0..255 super-resolved by the net (which works in 0..1), in `dtype`."""
     return np.multiply(tiles.super_resolve(model, y / 255.0,
-                                           tiles.tile_size_for(model, y.shape, tile_size)),
+                                           tile_sizes.tile_size_for(model, y.shape, tile_size)),
                        255.0, dtype=dtype)
 
 
@@ -50,7 +50,7 @@ def _chunks(top, bottom):
     return [(first, min(first + CHUNK_ROWS, bottom)) for first in range(top, bottom, CHUNK_ROWS)]
 
 
-def bands(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
+def bands(model, image, tile_size=tile_sizes.DEFAULT_TILE_SIZE, dtype=np.float32):
     """(first output row, Picture) of the network's result for a Picture, top to bottom in bands
     of CHUNK_ROWS input rows: Y by the net, chroma and alpha bicubic; planes in `dtype`. Besides
     the picture, only its Y plane is held whole (the net's input, float32 in 0..1): each band's
@@ -62,7 +62,7 @@ def bands(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
 
     net_input = _net_input(image, dtype)
     for first_row, y_band in tiles.bands(model, net_input,
-                                         tiles.tile_size_for(model, net_input.shape, tile_size)):
+                                         tile_sizes.tile_size_for(model, net_input.shape, tile_size)):
         top = first_row // scale
         for first, last in _chunks(top, top + len(y_band) // scale):
             rows = np.multiply(y_band[(first - top) * scale:(last - top) * scale], 255.0,
@@ -94,7 +94,7 @@ def assembled(picture_bands):
                            parts[0].bit_depth)
 
 
-def super_resolve_picture(model, image, tile_size=tiles.DEFAULT_TILE_SIZE, dtype=np.float32):
+def super_resolve_picture(model, image, tile_size=tile_sizes.DEFAULT_TILE_SIZE, dtype=np.float32):
     """The network's result for a Picture, whole: Y by the net, chroma and alpha bicubic; its
     planes in `dtype`."""
     return assembled(bands(model, image, tile_size, dtype))

@@ -19,7 +19,7 @@ from runner.errors import UserError
 from runner.files import outputs
 from runner.imaging import picture
 from runner.imaging.images import native_stderr_silenced
-from runner.infer import colour, tiles
+from runner.infer import colour, tile_sizes
 
 FOURCC = "mp4v"
 # Some containers do not record a frame rate (OpenCV reports 0): write those at this one.
@@ -60,7 +60,7 @@ def frame_size(path):
         capture.release()
 
 
-def predict_video(model, path, out_path, tile_size=tiles.DEFAULT_TILE_SIZE, progress=True):
+def predict_video(model, path, out_path, tile_size=tile_sizes.DEFAULT_TILE_SIZE, progress=True):
     """Write `out_path`: every frame of `path` super-resolved, at the input's frame rate."""
     capture = open_video(path)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runner.errors import UserError
 from runner.files import outputs
-from runner.infer import tiles
+from runner.infer import tile_sizes
 
 DEGRADATIONS = ("paper", "tutorial")
 # The tutorial's degradation: a 5x5 Gaussian blur (sigma from the size, OpenCV's rule: 1.1) and
@@ -44,7 +44,7 @@ class DegradeResult:
 
 
 def predict_degraded(model, path, figure_path, degradation="paper",
-                     tile_size=tiles.DEFAULT_TILE_SIZE):
+                     tile_size=tile_sizes.DEFAULT_TILE_SIZE):
     """The tutorial's test on one image: degrade, super-resolve, score, draw the figure."""
     from runner.imaging import matlab, picture
     from runner.infer import colour

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from runner.errors import UserError
 from runner.files import outputs
 from runner.imaging import datasets, images, matlab
-from runner.infer import colour, tiles
+from runner.infer import colour, tile_sizes
 from runner.score import metrics, published
 from runner.score.protocol import BICUBIC, Protocol
 
@@ -49,13 +49,13 @@ def score(ground_truth_y, estimate, border):
             metrics.ssim(ground_truth_y, rounded, shave_border=border))
 
 
-def model_method(model, tile_size=tiles.DEFAULT_TILE_SIZE):
+def model_method(model, tile_size=tile_sizes.DEFAULT_TILE_SIZE):
     """An InferenceModel as a scoring method: (LR float plane in 0..255, scale) -> its HR
     estimate."""
     return lambda low_res, scale: colour.super_resolve_y(model, low_res, tile_size)
 
 
-def scoring_methods(model=None, tile_size=tiles.DEFAULT_TILE_SIZE):
+def scoring_methods(model=None, tile_size=tile_sizes.DEFAULT_TILE_SIZE):
     """The methods `runner test` scores: bicubic, and an InferenceModel when given."""
     chosen = {BICUBIC: bicubic}
     if model is not None:

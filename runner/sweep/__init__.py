@@ -1,6 +1,6 @@
 """`runner sweep`: a parameter study over solver and net keys, each trial an ordinary run.
 
-`plan.py` turns the command line into the trials' configs (the grid of `--set` values, or the
+`folders.py` says where a sweep's files live; `plan.py` turns the command line into the trials' configs (the grid of `--set` values, or the
 ranges TPE samples) and checks every one of them against the schema before anything is
 written; `study.py` keeps the study in Optuna's RDB storage (SQLite in the sweep folder, or a
 server shared by several machines): which trial runs where, and the continuation of an

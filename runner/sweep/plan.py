@@ -11,15 +11,7 @@ from pathlib import Path
 
 from runner.config import loading, overrides
 from runner.errors import UserError
-
-DEFAULT_FOLDER = Path("results/sweeps")
-SOLVER_NAME = "solver.yaml"
-DEFINITION_NAME = "sweep.json"
-
-
-def trial_name(slot):
-    """A trial's folder name: its slot (grid point, or TPE trial number), zero-padded."""
-    return f"trial_{slot:03d}"
+from runner.sweep.folders import DEFAULT_FOLDER, DEFINITION_NAME, SOLVER_NAME, trial_name
 
 
 @dataclass

@@ -21,7 +21,7 @@ from runner.config import overrides
 from runner.errors import UserError
 from runner.files import outputs
 from runner.sweep import study as sweep_study
-from runner.sweep.plan import DEFINITION_NAME, trial_name
+from runner.sweep.folders import DEFINITION_NAME, trial_name
 from runner.sweep.trial import TrialJob, run_trial
 
 POLL_SECONDS = 1.0
