@@ -4,7 +4,10 @@
   and downscaled whole by MATLAB's bicubic `imresize`, rounded to uint8 as MATLAB does for uint8
   images (the LR image). HR subimages start every `stride` HR pixels, each start snapped down to a
   multiple of `scale` so that the HR subimage is exactly the footprint of the LR window that starts
-  at start / scale.
+  at start / scale. With hr_size = lr_size * scale + 1 (for a net whose output is one pixel more:
+  a 9x9 deconvolution at an even stride) it has one pixel more at its bottom and right, where
+  inference puts such a net's extra pixel (runner/net/structure.py, `offset_in_footprint`), and
+  a window whose extra pixel would leave the image is skipped.
   With `input: bicubic` (SRCNN) the LR image is upscaled back to the HR size by the same
   `imresize` (rounded again) and the input subimage is cut at the HR subimage's own position.
 - `degradation: tutorial` (the Intel tutorial): no modcrop and no whole-image resize; every HR
@@ -37,9 +40,16 @@ def check_config(config, source):
     if config.validation_images and not config.validation_sets:
         raise UserError(source, "validation_images holds out images of validation_sets, which "
                         "names none")
-    if config.input == "lr" and config.hr_size != config.lr_size * config.scale:
+    footprint = config.lr_size * config.scale
+    if config.input == "lr" and config.hr_size not in (footprint, footprint + 1):
         raise UserError(source, f"hr_size must be lr_size * scale = {config.lr_size} * "
-                        f"{config.scale} = {config.lr_size * config.scale}, got {config.hr_size}")
+                        f"{config.scale} = {footprint}, or {footprint + 1} for a net whose "
+                        f"output is one pixel more (a 9x9 deconvolution at an even stride), "
+                        f"got {config.hr_size}")
+    if config.hr_size == footprint + 1 and config.degradation == "tutorial":
+        raise UserError(source, f"degradation: tutorial shrinks each HR subimage to lr_size, "
+                        f"so hr_size must be lr_size * scale = {footprint}, got "
+                        f"{config.hr_size}")
     if config.input == "bicubic" and config.lr_size != config.hr_size:
         raise UserError(source, f"input: bicubic cuts the input at HR size: lr_size must equal "
                         f"hr_size ({config.hr_size}), got {config.lr_size}")

@@ -45,9 +45,7 @@ def run_as_predict(model, plane, forward):
     if model.upsamples_first:
         plane = matlab.imresize(plane, model.scale)
     plane = np.pad(np.asarray(plane, np.float32), model.geometry.padding, mode="edge")
-    output = forward(plane[None, None])[0, 0]
-    crop = model.geometry.crop
-    return output[crop:output.shape[0] - crop, crop:output.shape[1] - crop] if crop else output
+    return model.geometry.cropped(forward(plane[None, None])[0, 0])
 
 
 def stronger_deconvolution(blobs):
@@ -58,14 +56,14 @@ def stronger_deconvolution(blobs):
 
 def bicubic_kernel(scale=3, taps=9):
     """MATLAB's bicubic x`scale` response to one LR pixel, the `taps` HR pixels a stride-`scale`
-    deconvolution with pad (taps - scale) / 2 gives it, renormalised per output phase."""
+    deconvolution with pad (taps - scale) // 2 gives it, renormalised per output phase."""
     impulse = np.zeros((1, 9))
     impulse[0, 4] = 1.0
     response = matlab.imresize(impulse, scale)[0]
     start = scale * 4 - (taps - scale) // 2
     kernel = response[start:start + taps]
     phase_sums = np.array([kernel[phase::scale].sum() for phase in range(scale)])
-    return kernel / np.tile(phase_sums, taps // scale)
+    return kernel / phase_sums[np.arange(taps) % scale]
 
 
 def bicubic_like(blobs):

@@ -1,15 +1,18 @@
 """Deploy nets for predict, test, inspect and export: inputs that only a loss reads go with the
-loss, nets that branch and join run (whole and tiled), and bicubic-input nets take their scale
-from the data, as SRCNN does."""
+loss, nets that branch and join run (whole and tiled), bicubic-input nets take their scale
+from the data, as SRCNN does, and a net whose output is odd lines up with prep's labels."""
 import cv2
 import numpy as np
+import torch
 
 from in_process import run_main
+from prep import subimages
 from runner import inspect, timing
 from runner.config import loading, schema
+from runner.imaging import datasets, images, matlab
 from runner.infer import deploy, tiles
 from runner.net.builder import Net
-from sr_models import ROOT, save_initial_model
+from sr_models import ROOT, bicubic_kernel, save_initial_model
 
 # A Caffe deploy file in the form public VDSR repositories ship (legacy inputs, the Eltwise
 # operation as its enum number), keeping the label input and the loss of its train net.
@@ -111,3 +114,69 @@ def test_time_runs_backward_through_every_branch():
     assert len(result.layers) == 20 + 19 + 2
     assert all(layer.backward_ms > 0 for layer in result.layers), \
         [layer.name for layer in result.layers if not layer.backward_ms]
+
+
+# MATLAB's bicubic x2 as a net in the layout of configs/fsrcnn_x2_long_net.yaml: a convolution
+# that passes the LR pixel through and eats 6 pixels of context on each side, then the paper's
+# 9x9 deconvolution at stride 2, pad 3: 39 outputs for 31 inputs, 23 short of 2 x 31 (odd).
+BICUBIC_X2_NET = """name: bicubic-x2
+layer:
+  - {name: data, type: Input, top: data, input_param: {shape: {dim: [1, 1, 31, 31]}}}
+  - {name: conv, type: Convolution, bottom: data, top: conv,
+     convolution_param: {num_output: 1, kernel_size: 13}}
+  - {name: deconv, type: Deconvolution, bottom: conv, top: deconv,
+     convolution_param: {num_output: 1, kernel_size: 9, stride: 2, pad: 3}}
+"""
+
+
+def test_an_odd_output_lines_up_with_prep_labels_and_with_the_image(tmp_path):
+    """MATLAB's x2 kernel reaches 8 HR pixels from an LR pixel, so one of the 9 taps is 0, and
+    which one says where the net's output lies. With the last one 0, the net computes bicubic
+    at the very HR pixels of prep's labels (39 = 2 * 19 + 1, the extra pixel past the
+    footprint) and at the very HR pixels of the image in inference: what it learns from the
+    labels is what it draws. Reference: MATLAB imresize; a one-pixel shift is tens of levels."""
+    kernel = bicubic_kernel(scale=2)
+    assert kernel[-1] == 0 and np.isclose(kernel.sum(), 2)
+
+    def passes_and_upscales(blobs):
+        blobs["conv"][0][0, 0, 6, 6] = 1.0
+        blobs["deconv"][0][0, 0] = np.outer(kernel, kernel)
+
+    net_file = tmp_path / "bicubic_x2.yaml"
+    net_file.write_text(BICUBIC_X2_NET)
+    model = deploy.load_for_inference(save_initial_model(tmp_path / "bicubic_x2.model", net_file,
+                                                         edit=passes_and_upscales, scale=2))
+    geometry = model.geometry
+    assert (geometry.shrink, geometry.padding, geometry.crop_start, geometry.crop_end) == \
+        (23, 6, 0, 1)
+    butterfly = cv2.imread(str(datasets.data_root() / "Set5" / "butterfly_GT.bmp"))
+    high_res = matlab.modcrop(images.y_channel(butterfly, "matlab"), 2)
+    low_res = matlab.imresize(high_res.astype(np.float64), 1 / 2)
+
+    # inference: the whole image and tiles, against bicubic away from the image's border
+    expected, inner = matlab.imresize(low_res, 2), np.s_[8:-8, 8:-8]
+    plane = (low_res / 255).astype(np.float32)
+    for tile_size in (None, 37):
+        drawn = tiles.super_resolve(model, plane, tile_size) * 255
+        assert np.abs(drawn - expected)[inner].max() < 1e-3, tile_size
+    assert np.abs(drawn[8:-8, 9:-7] - expected[inner]).max() > 10
+
+    # training: prep's pairs (19x19 LR every 38 HR pixels, 6 of context), each label the HR
+    # image at twice its LR subimage's start, and the net's output on the input bicubic there
+    # (4 pixels in from each side: the outermost need LR pixels the convolution ate)
+    config = schema.PrepConfig(scale=2, lr_size=19, hr_size=39, lr_context=6)
+    inputs, labels = subimages.make_pairs(high_res, config, stride=38)
+    lr_uint8 = matlab.to_uint8(low_res)
+    upscaled = matlab.imresize(lr_uint8.astype(np.float64), 2)
+    with torch.no_grad():
+        outputs = model.net({"data": torch.from_numpy(inputs[:, None] / np.float32(255))},
+                            keep=("deconv",))["deconv"][:, 0].numpy() * 255
+    starts = [19, 38, 57, 76, 95]      # every 19 LR pixels, 6 from the 128-pixel edges
+    assert len(labels) == len(starts) ** 2
+    for index, (row, col) in enumerate((row, col) for row in starts for col in starts):
+        np.testing.assert_array_equal(labels[index],
+                                      high_res[2 * row:2 * row + 39, 2 * col:2 * col + 39])
+        np.testing.assert_array_equal(inputs[index],
+                                      lr_uint8[row - 6:row + 25, col - 6:col + 25])
+        window = upscaled[2 * row + 4:2 * row + 35, 2 * col + 4:2 * col + 35]
+        assert np.abs(outputs[index, 4:35, 4:35] - window).max() < 1e-3

@@ -83,6 +83,26 @@ def test_tiles_of_the_shipped_models_are_seamless(shipped):
         assert np.abs(tiles.super_resolve(model, y, tile_size=tile_size) - whole).max() < 1e-5
 
 
+@pytest.mark.parametrize("scale, shrink", [(2, 23), (4, 47)])
+def test_tiles_of_a_net_whose_output_is_odd_are_seamless(tmp_path, scale, shrink):
+    """The long-schedule x2 and x4 nets: a 9x9 deconvolution at stride 2 or 4 makes the output
+    of 31 LR pixels 2 * 31 - 23 = 39 or 4 * 31 - 47 = 77 pixels, odd. Six edge pixels on each
+    side (the larger cut, ceil(shrink / 2), over the factor, rounded up) give 2 * 43 - 23 =
+    2 * 31 + 1 (4 * 43 - 47 = 4 * 31 + 1): nothing cut before the image's footprint, the extra
+    pixel after it; tiles give the whole-image result at every seam all the same."""
+    net_file = ROOT / "configs" / f"fsrcnn_x{scale}_long_net.yaml"
+    model = deploy.load_for_inference(save_initial_model(tmp_path / "odd.model", net_file,
+                                                         edit=stronger_deconvolution))
+    geometry = model.geometry
+    assert (model.scale, geometry.shrink, geometry.padding) == (scale, shrink, 6)
+    assert (geometry.crop_start, geometry.crop_end) == (0, 1)
+    y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr")[:90, :71] / 255.0
+    whole = tiles.super_resolve(model, y, tile_size=None)
+    assert whole.shape == (90 * scale, 71 * scale) and whole.std() > 0.05
+    for tile_size in (16, 29):
+        assert np.abs(tiles.super_resolve(model, y, tile_size=tile_size) - whole).max() < 1e-5
+
+
 def test_srcnn_style_net_is_fed_a_bicubic_input_and_tiles_too(tmp_path):
     # SRCNN 9-1-5 without padding: 12 pixels less output than input, its scale from --scale
     # where the file does not record its training data's
@@ -104,7 +124,7 @@ def test_srcnn_style_net_is_fed_a_bicubic_input_and_tiles_too(tmp_path):
 
 def test_deploy_geometry_of_fsrcnn(model):
     assert (model.scale, model.input_name, model.output_name) == (3, "data", "deconv")
-    assert model.geometry.padding == 0 and model.geometry.crop == 0
+    assert model.geometry.padding == model.geometry.crop_start == model.geometry.crop_end == 0
     # half the receptive field's width (conv1 4 + conv3..6 4 x 2 + deconv 8/3 + 1 pixels,
     # rounded up: 16), plus two
     assert model.geometry.context == 10

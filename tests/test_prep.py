@@ -258,8 +258,24 @@ def test_offsets_snap_to_the_lr_grid_and_skip_too_small_axes():
     assert list(subimages.offsets(20, 21, 19)) == []
 
 
+def test_a_label_one_pixel_past_the_footprint_needs_that_pixel_in_the_image():
+    # 40x40 at x2 (LR 20x20), 10x10 LR subimages every 20 HR pixels, no context: 20x20 labels
+    # at HR rows and cols 0 and 20; a 21x21 label at 20 would need HR pixel 40, so only the
+    # one at 0 is cut, rows 0..20 of the image
+    y = (np.arange(40 * 40) % 251).astype(np.uint8).reshape(40, 40)
+    config = replace(PrepConfig(), scale=2, lr_size=10, hr_size=20)
+    inputs, labels = subimages.make_pairs(y, config, stride=20)
+    assert inputs.shape == (4, 10, 10) and labels.shape == (4, 20, 20)
+    inputs, labels = subimages.make_pairs(y, replace(config, hr_size=21), stride=20)
+    assert inputs.shape == (1, 10, 10) and labels.shape == (1, 21, 21)
+    np.testing.assert_array_equal(labels[0], y[:21, :21])
+    np.testing.assert_array_equal(inputs[0], to_uint8(imresize(y, 1 / 2))[:10, :10])
+
+
 @pytest.mark.parametrize("keys, problem", [
-    ({"hr_size": 20}, "hr_size must be lr_size * scale"),
+    ({"hr_size": 20}, "hr_size must be lr_size * scale = 7 * 3 = 21, or 22"),
+    ({"hr_size": 23}, "hr_size must be lr_size * scale"),
+    ({"hr_size": 22, "degradation": "tutorial"}, "tutorial shrinks each HR subimage"),
     ({"input": "bicubic"}, "lr_size must equal hr_size"),
     ({"label_border": 11}, "leaves nothing"),
     ({"augment_scales": [1.5]}, "not a downscale"),
@@ -547,7 +563,7 @@ def test_cli_unwritable_output_folder(good_data, tmp_path):
     ("strid: 19\n", "unknown key 'strid' (did you mean 'stride'?)"),
     ("scale: three\n", "scale: expected int32, got str 'three'"),
     ("stride: 0\n", "stride: must be at least 1, got 0"),
-    ("hr_size: 22\n", "hr_size must be lr_size * scale"),
+    ("hr_size: 23\n", "hr_size must be lr_size * scale"),
 ])
 def test_cli_invalid_prep_config(good_data, tmp_path, text, problem):
     config = write_config(tmp_path / "prep.yaml", tmp_path / "out", text)

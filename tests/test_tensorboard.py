@@ -75,6 +75,12 @@ def test_bicubic_panel_of_an_input_with_context():
     expected = ((hr_columns + 0.5) / 3 - 0.5) / 19
     assert panel.shape == (21, 21)
     np.testing.assert_allclose(panel, np.tile(expected, (21, 1)), atol=1e-12)
+    # x2 with a 9x9 deconvolution: a 31x31 input (19x19 and 6 of context) and a 39x39 label,
+    # one pixel past the footprint of the central 19x19, which starts at HR pixel 12
+    ramp = np.tile(np.arange(31, dtype=np.float64), (31, 1)) / 31
+    panel = tensorboard.bicubic_view(ramp, (39, 39), 2)
+    expected = ((np.arange(12, 12 + 39) + 0.5) / 2 - 0.5) / 31
+    np.testing.assert_allclose(panel, np.tile(expected, (39, 1)), atol=1e-12)
     # an input already at the label's size (SRCNN's bicubic input) is only cropped
     srcnn_input = np.arange(33 * 33, dtype=np.float64).reshape(33, 33)
     np.testing.assert_array_equal(tensorboard.bicubic_view(srcnn_input, (21, 21), 3),

@@ -292,9 +292,7 @@ def measure_onnx(result, folder, repeats, data_root, log):
     feed = session.get_inputs()[0].name
     # fed as ours is: the edge repeated around the plane, the output cropped (geometry)
     padded = np.pad(y, model.geometry.padding, mode="edge")[None, None]
-    theirs = session.run(None, {feed: padded})[0][0, 0]
-    crop = model.geometry.crop
-    theirs = theirs[crop:theirs.shape[0] - crop, crop:theirs.shape[1] - crop] if crop else theirs
+    theirs = model.geometry.cropped(session.run(None, {feed: padded})[0][0, 0])
     difference = np.abs(theirs - tiles.super_resolve(model, y, None)).max()
     if difference > 1e-4:
         raise RuntimeError(f"onnxruntime's output differs from ours by {difference}")

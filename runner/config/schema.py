@@ -547,10 +547,16 @@ class SolverParameter:
 @dataclass(frozen=True)
 class PrepConfig:
     scale: int = option(None, "int32", "upscaling factor", 3, minimum=2)
-    hr_size: int = option(None, "int32", "side of an HR (label) subimage in pixels", 21,
-                          minimum=1)
-    lr_size: int = option(None, "int32", "side of an LR subimage (hr_size / scale, or hr_size "
-                          "when input is bicubic)", 7, minimum=1)
+    hr_size: int = option(None, "int32", "side of an HR (label) subimage in pixels: lr_size "
+                          "* scale, the LR subimage's footprint; or, with input lr and the "
+                          "paper's degradation, lr_size * scale + 1 for a net whose output is "
+                          "one pixel more (a 9x9 deconvolution at an even stride: 2 * (19 - 1) "
+                          "+ 9 - 2 * 3 = 39 = 2 * 19 + 1), the extra row and column at the "
+                          "bottom and right, past the footprint, where inference lines up such "
+                          "a net's extra pixel (windows without that pixel in the image are "
+                          "skipped); with input bicubic, lr_size", 21, minimum=1)
+    lr_size: int = option(None, "int32", "side of an LR subimage (hr_size / scale rounded down, "
+                          "or hr_size when input is bicubic)", 7, minimum=1)
     stride: int = option(None, "int32", "training subimage stride, in HR pixels", 19, minimum=1)
     test_stride: int = option(None, "int32", "test subimage stride, in HR pixels", 21,
                               minimum=1)

@@ -130,17 +130,35 @@ def receptive_reach(net):
 
 @dataclass(frozen=True)
 class Geometry:
-    """How a deploy net's output follows its input along each axis: out = factor * in - shrink.
+    """How a deploy net's output follows its input along each axis: out = factor * in - shrink,
+    starting `structure.offset_in_footprint(shrink)` HR pixels into the input's footprint (the
+    surplus cut half before and half after it, the odd pixel of an odd shrink after).
 
     A net that shrinks (unpadded convolutions: the authors' 11x11 recipe, SRCNN) is fed its
-    input with `padding` edge pixels repeated on each side and its output cropped by `crop`,
-    so that out = factor * in, centred on the input."""
+    input with `padding` edge pixels repeated on each side and its output cropped by `cropped`,
+    so that out = factor * in, lined up with the input."""
 
     factor: int
     shrink: int
     padding: int
-    crop: int
     context: int      # tile overlap in input pixels on each side: the receptive field's reach
+
+    @property
+    def crop_start(self):
+        """Output pixels before the input's footprint when the input is padded."""
+        return self.factor * self.padding - structure.offset_in_footprint(self.shrink)
+
+    @property
+    def crop_end(self):
+        """Output pixels after the input's footprint when the input is padded."""
+        return 2 * self.factor * self.padding - self.shrink - self.crop_start
+
+    def cropped(self, output):
+        """The net's output on a `padding`-padded input (an array or tensor, H and W last) cut
+        to factor x the input."""
+        height, width = output.shape[-2:]
+        return output[..., self.crop_start:height - self.crop_end,
+                      self.crop_start:width - self.crop_end]
 
 
 def _output_size(deploy_net_module, output_name, input_shapes):
@@ -162,13 +180,13 @@ def measure_geometry(deploy_param, module, source, channels=1):
                         "kernels, strides and pads are supported for images")
     growth, remainder = divmod(large[0] - small[0], PROBE_SIZES[1] - PROBE_SIZES[0])
     shrink = growth * PROBE_SIZES[0] - small[0]
-    if remainder or growth < 1 or shrink < 0 or shrink % 2:
+    if remainder or growth < 1 or shrink < 0:
         raise UserError(source, f"the net's output ({small[0]} for {PROBE_SIZES[0]} input "
-                        f"pixels, {large[0]} for {PROBE_SIZES[1]}) is not a centred multiple "
-                        "of its input")
-    padding = math.ceil(shrink / (2 * growth))
-    return Geometry(growth, shrink, padding, (2 * growth * padding - shrink) // 2,
-                    receptive_reach(module))
+                        f"pixels, {large[0]} for {PROBE_SIZES[1]}) is not a multiple of its "
+                        "input less a fixed number of pixels")
+    # enough edge pixels that the cut before the footprint, the larger one, is not negative
+    padding = math.ceil(structure.offset_in_footprint(shrink) / growth)
+    return Geometry(growth, shrink, padding, receptive_reach(module))
 
 
 @dataclass
@@ -201,18 +219,15 @@ class InferenceModel:
     @torch.no_grad()
     def run(self, plane):
         """The net on one float32 network-input plane: its output, factor x the plane's size
-        (float32), centred on it (edge pixels repeated around the input of a net that
-        shrinks, its surplus cropped)."""
+        (float32), lined up with it (edge pixels repeated around the input of a net that
+        shrinks, its surplus cropped as Geometry says)."""
         geometry = self.geometry
         if geometry.padding:
             plane = np.pad(plane, geometry.padding, mode="edge")
         tensor = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None, None]
         output = self.net({self.input_name: tensor.to(self.device)},
                           keep=(self.output_name,))[self.output_name][0, 0]
-        crop = geometry.crop
-        if crop:
-            output = output[crop:output.shape[0] - crop, crop:output.shape[1] - crop]
-        return output.cpu().numpy()
+        return geometry.cropped(output).cpu().numpy()
 
 
 def model_net(path, model=None):

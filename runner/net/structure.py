@@ -1,6 +1,7 @@
 """Which layers a phase of a net file has (Caffe's FilterNet; legacy forms were upgraded when the
-file was read, runner/config/upgrade.py), the upscaling factor a net encodes and the input size
-its deploy form is built for. It imports no torch: `runner inspect --help` reads it."""
+file was read, runner/config/upgrade.py), the upscaling factor a net encodes, how its output lines
+up with its input, and the input size its deploy form is built for. It imports no torch:
+`runner inspect --help` reads it."""
 from runner.errors import UserError
 
 # The H x W a deploy net is built and checked for (runner/infer/deploy.py, `runner inspect`);
@@ -44,3 +45,12 @@ def scale_of(net_param):
     param = last.convolution_param
     strides = {param.stride_h, param.stride_w} if param.stride_h else set(param.stride or [1])
     return strides.pop() if len(strides) == 1 else None
+
+
+def offset_in_footprint(shrink):
+    """Where the output of a net starts inside its input's HR footprint (factor x the input)
+    when it is `shrink` pixels shorter than that footprint: half the shrink, rounded up. An
+    even shrink is centred; an odd one (a 9x9 deconvolution at an even stride gives one) leaves
+    its extra pixel at the end, where prep puts a label's pixel beyond lr_size * scale
+    (prep/subimages.py), so that training and inference line up the same way."""
+    return (shrink + 1) // 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.imaging import matlab
+from runner.net import structure
 
 ENVIRONMENT_SWITCH = "SRCAFFE_TENSORBOARD"
 OFF_VALUES = ("0", "off", "false", "no")
@@ -33,12 +34,13 @@ def event_folder(snapshot_prefix):
 
 def bicubic_view(low_res, size, scale):
     """The bicubic estimate of a label of `size` from its input: MATLAB bicubic upscaling by
-    `scale`, centre-cropped to the label (an input with context is wider than the label's LR
-    footprint); an input already at HR size (SRCNN's) is only cropped."""
+    `scale`, cropped to the label as a net's output lines up with its input (centred; an odd
+    surplus leaves its extra pixel at the end: an input with context is wider than the label's
+    LR footprint); an input already at HR size (SRCNN's) is only cropped."""
     if low_res.shape[0] < size[0]:
         low_res = matlab.imresize(low_res.astype(np.float64), scale)
-    top = (low_res.shape[0] - size[0]) // 2
-    left = (low_res.shape[1] - size[1]) // 2
+    top, left = (structure.offset_in_footprint(have - want)
+                 for have, want in zip(low_res.shape, size))
     return low_res[top:top + size[0], left:left + size[1]]
 
 
