@@ -3,6 +3,7 @@ loss, nets that branch and join run (whole and tiled), bicubic-input nets take t
 from the data, as SRCNN does, and a net whose output is odd lines up with prep's labels."""
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from in_process import run_main
@@ -180,3 +181,26 @@ def test_an_odd_output_lines_up_with_prep_labels_and_with_the_image(tmp_path):
                                       lr_uint8[row - 6:row + 25, col - 6:col + 25])
         window = upscaled[2 * row + 4:2 * row + 35, 2 * col + 4:2 * col + 35]
         assert np.abs(outputs[index, 4:35, 4:35] - window).max() < 1e-3
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_long_configs_compute_every_label_pixel_from_all_its_deconvolution_taps(scale):
+    # The convolutions use up 6 pixels of context; the 9x9 deconvolution reaches further past
+    # the footprint, so the long configs cut more context and pad the deconvolution to match:
+    # every label pixel of training is computed as a whole image computes it.
+    prep_config = loading.load(schema.PrepConfig, ROOT / "configs" / f"prep_x{scale}_long.yaml")
+    net = loading.load(schema.NetParameter, ROOT / "configs" / f"fsrcnn_x{scale}_long_net.yaml")
+    [deconvolution] = [layer for layer in net.layer if layer.type == "Deconvolution"]
+    param = deconvolution.convolution_param
+    kernel, stride, pad = param.kernel_size[0], param.stride[0], param.pad[0]
+    side = prep_config.lr_size + 2 * prep_config.lr_context - 12     # after the convolutions
+    taps = torch.nn.functional.conv_transpose2d(
+        torch.ones(1, 1, side, side), torch.ones(1, 1, kernel, kernel), stride=stride,
+        padding=pad)[0, 0]
+    assert taps.shape == (prep_config.hr_size, prep_config.hr_size)
+    # the same pixels of a much larger input, which reaches every tap
+    wide = torch.nn.functional.conv_transpose2d(
+        torch.ones(1, 1, side + 20, side + 20), torch.ones(1, 1, kernel, kernel), stride=stride,
+        padding=pad)[0, 0]
+    offset = 10 * stride
+    assert torch.equal(taps, wide[offset:offset + taps.shape[0], offset:offset + taps.shape[1]])
