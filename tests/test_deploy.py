@@ -183,13 +183,18 @@ def test_an_odd_output_lines_up_with_prep_labels_and_with_the_image(tmp_path):
         assert np.abs(outputs[index, 4:35, 4:35] - window).max() < 1e-3
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_the_long_configs_compute_every_label_pixel_from_all_its_deconvolution_taps(scale):
+@pytest.mark.parametrize("prep_file, net_file", [
+    ("prep_x2_long.yaml", "fsrcnn_x2_long_net.yaml"),
+    ("prep_x3_long.yaml", "fsrcnn_x3_long_net.yaml"),
+    ("prep_x4_long.yaml", "fsrcnn_x4_long_net.yaml"),
+    ("prep_x3_fast.yaml", "fsrcnn_x3_fast_net.yaml")])
+def test_recipes_compute_every_label_pixel_from_all_its_deconvolution_taps(prep_file, net_file):
     # The convolutions use up 6 pixels of context; the 9x9 deconvolution reaches further past
-    # the footprint, so the long configs cut more context and pad the deconvolution to match:
-    # every label pixel of training is computed as a whole image computes it.
-    prep_config = loading.load(schema.PrepConfig, ROOT / "configs" / f"prep_x{scale}_long.yaml")
-    net = loading.load(schema.NetParameter, ROOT / "configs" / f"fsrcnn_x{scale}_long_net.yaml")
+    # the footprint, so the long runs and the time-to-quality recipe cut more context and pad
+    # the deconvolution to match: every label pixel of training is computed as a whole image
+    # computes it.
+    prep_config = loading.load(schema.PrepConfig, ROOT / "configs" / prep_file)
+    net = loading.load(schema.NetParameter, ROOT / "configs" / net_file)
     [deconvolution] = [layer for layer in net.layer if layer.type == "Deconvolution"]
     param = deconvolution.convolution_param
     kernel, stride, pad = param.kernel_size[0], param.stride[0], param.pad[0]
