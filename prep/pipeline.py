@@ -66,13 +66,6 @@ def split_settings(prep_config, split):
     return prep_config.test_sets, prep_config.test_stride, ((), ())
 
 
-def held_out(files, count):
-    """`count` of a validation set's image files (0: all), evenly spaced in name order."""
-    if not count or count >= len(files):
-        return list(files)
-    return [files[index * len(files) // count] for index in range(count)]
-
-
 def split_files(prep_config, data=None):
     """{split: [(image name as "Set/file", path)]} for every split that has sets: the held-out
     validation images taken out of the train split."""
@@ -80,8 +73,8 @@ def split_files(prep_config, data=None):
         return [(f"{name}/{path.name}", path) for name in names
                 for path in datasets.image_files(datasets.dataset_folder(name, data))]
 
-    valid = [pair for name in prep_config.validation_sets
-             for pair in held_out(files_of([name]), prep_config.validation_images)]
+    valid = [(f"{name}/{path.name}", path) for name, path in datasets.validation_images(
+        prep_config.validation_sets, prep_config.validation_images, data)]
     kept_out = {name for name, _ in valid}
     splits = {"train": [pair for pair in files_of(prep_config.train_sets)
                         if pair[0] not in kept_out],

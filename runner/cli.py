@@ -315,6 +315,10 @@ def add_test(command):
     command.add_argument("--sets", type=comma_list(), default=list(protocol.DEFAULT_SETS),
                          help="comma-separated dataset folders of SR_DATA (default: "
                          f"{','.join(protocol.DEFAULT_SETS)})")
+    command.add_argument("--validation", metavar="PREP_CONFIG",
+                         help="score the images this prep config holds out of training "
+                         "(validation_sets, validation_images), whole, instead of --sets: "
+                         "choose snapshots and settings on these, never on the test sets")
     command.add_argument("--scale", type=comma_list(positive_int(2)),
                          help="upscaling factor(s), comma-separated for bicubic (default: the "
                          "model's, else 3)")
@@ -344,7 +348,7 @@ def run_test(args):
         model = deploy.load_for_inference(args.model, args.device,
                                           args.scale[0] if args.scale else None)
     scores, reports = evaluate.run(
-        args.sets, [model.scale] if model else (args.scale or [3]),
+        tested_images(args), [model.scale] if model else (args.scale or [3]),
         evaluate.scoring_methods(model, args.tile or None), args.out,
         Path(args.model).stem if model else evaluate.BICUBIC, args.y_conversion, args.shave,
         progress=True)
@@ -356,6 +360,20 @@ def run_test(args):
     print(evaluate.format_table(mean_rows))
     for line in published.format_comparisons(published.comparisons(mean_rows)):
         print(line)
+
+
+def tested_images(args):
+    """[(set name, image file)] that `runner test` scores: the held-out images of
+    --validation's prep config, else every image of --sets."""
+    from runner.config import loading, schema
+    from runner.score import evaluate
+    if not args.validation:
+        return evaluate.set_images(args.sets)
+    prep_config = loading.load(schema.PrepConfig, args.validation)
+    if not prep_config.validation_sets:
+        raise UserError(args.validation, "holds no images out for validation (validation_sets "
+                        "is empty)")
+    return evaluate.validation_set_images(prep_config)
 
 
 def add_inspect(command):

@@ -5,10 +5,11 @@ import csv
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, run_cli
 from in_process import run_main
+from runner.config import loading, schema
 from runner.errors import UserError
-from runner.imaging import matlab
+from runner.imaging import datasets, matlab
 from runner.infer import deploy
 from runner.score import evaluate, published
 from runner.score.protocol import Protocol
@@ -61,6 +62,29 @@ def test_runner_test_bicubic_only_prints_and_writes_the_published_table(tmp_path
         assert f"{expected:.2f} / {bicubic_means[(dataset, scale)].ssim:.4f}" in result.stdout
         assert f"| {dataset} | {len(rows)} | {expected:.2f} / " in \
             (tmp_path / f"bicubic_x{scale}.md").read_text()
+
+
+def test_validation_scores_the_images_prep_holds_out_whole(tmp_path, capfd):
+    # the x3 long run's prep config holds ten General-100 images out of training; `--validation`
+    # scores exactly those, whole, under a set name no published table takes for General-100
+    config = ROOT / "configs" / "prep_x3_long.yaml"
+    prep_config = loading.load(schema.PrepConfig, config)
+    held = [path.name for _, path in datasets.validation_images(
+        prep_config.validation_sets, prep_config.validation_images)]
+    assert len(held) == 10
+    result = run_main(capfd, "test", "--bicubic-only", "--validation", config, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(tmp_path / "bicubic_x3.csv")
+    assert [row["image"] for row in rows] == held
+    assert {row["dataset"] for row in rows} == {"General100-validation"}
+    # bicubic there, as measured on these ten images before this option existed
+    assert round(np.mean([float(row["psnr"]) for row in rows]), 2) == 28.09
+
+
+def test_validation_needs_a_prep_config_that_holds_images_out(tmp_path, capfd):
+    config = ROOT / "configs" / "prep_x3.yaml"
+    assert_one_line_error(run_main(capfd, "test", "--bicubic-only", "--validation", config,
+                                   "--out", tmp_path), "prep_x3.yaml", "validation_sets")
 
 
 def test_protocol_options_are_explicit_and_change_the_numbers():

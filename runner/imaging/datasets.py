@@ -88,6 +88,21 @@ def image_files(folder):
     return files
 
 
+def held_out(files, count):
+    """`count` of a validation set's image files (0: all), evenly spaced in name order."""
+    if not count or count >= len(files):
+        return list(files)
+    return [files[index * len(files) // count] for index in range(count)]
+
+
+def validation_images(set_names, count, root=None):
+    """[(set name, image path)] of the images a prep config holds out of training for
+    validation (its `validation_sets` and `validation_images`): `prep` leaves them out of the
+    train split, `runner test --validation` scores them whole."""
+    return [(name, path) for name in set_names
+            for path in held_out(image_files(dataset_folder(name, root)), count)]
+
+
 @dataclass(frozen=True)
 class DatasetSource:
     """One dataset folder as `configs/datasets.yaml` lists it."""

@@ -99,17 +99,30 @@ class Score:
     ssim: float
 
 
-def set_images(set_name, data_root=None):
-    """The image files of one benchmark set under SR_DATA (or `data_root`)."""
-    return datasets.image_files(datasets.dataset_folder(set_name, data_root))
+def set_images(set_names, data_root=None):
+    """[(set name, image file)] of the named benchmark sets under SR_DATA (or `data_root`), in
+    set and file order."""
+    return [(name, path) for name in set_names
+            for path in datasets.image_files(datasets.dataset_folder(name, data_root))]
+
+
+def validation_set_images(prep_config, data_root=None):
+    """[(set name, image file)] of the images `prep_config` holds out of training, each set
+    named `<set>-validation` so that no table takes it for the whole set."""
+    return [(f"{name}-validation", path) for name, path in datasets.validation_images(
+        prep_config.validation_sets, prep_config.validation_images, data_root)]
 
 
 def evaluate_sets(set_names, protocol, methods, data_root=None, progress=False):
     """Scores of every image of every named set, by every method, in set and file order."""
-    paths = [(name, path) for name in set_names for path in set_images(name, data_root)]
+    return evaluate_images(set_images(set_names, data_root), protocol, methods, progress)
+
+
+def evaluate_images(named_paths, protocol, methods, progress=False):
+    """Scores of every (set name, image file), by every method, in order."""
     scores = []
     # disable=None: a progress bar on a terminal only, never in logs or pipes
-    for set_name, path in tqdm(paths, desc=f"x{protocol.scale}", unit="image",
+    for set_name, path in tqdm(named_paths, desc=f"x{protocol.scale}", unit="image",
                                disable=None if progress else True, leave=False):
         results = evaluate_image(images.read_image(path), protocol, methods, path)
         scores.extend(Score(set_name, path.name, protocol.scale, method, psnr, ssim)
@@ -232,15 +245,15 @@ def write_reports(scores, protocol, folder, label):
                                 stem.with_suffix(".csv"): csv_report(scores)})
 
 
-def run(set_names, scales, methods, out_dir, label, y_conversion="matlab", shave=None,
+def run(named_paths, scales, methods, out_dir, label, y_conversion="matlab", shave=None,
         progress=False):
-    """`runner test`: every set at every scale scored by every method, one report pair per
-    scale written; returns (all scores, [(protocol, report paths)])."""
+    """`runner test`: every (set name, image file) at every scale scored by every method, one
+    report pair per scale written; returns (all scores, [(protocol, report paths)])."""
     outputs.writable_folder(out_dir)
     all_scores, reports = [], []
     for scale in scales:
         protocol = Protocol(scale, y_conversion, shave)
-        scores = evaluate_sets(set_names, protocol, methods, progress=progress)
+        scores = evaluate_images(named_paths, protocol, methods, progress=progress)
         reports.append((protocol, write_reports(scores, protocol, out_dir, label)))
         all_scores += scores
     return all_scores, reports
