@@ -97,3 +97,38 @@ def test_ship_best_needs_tested_snapshots(tmp_path, capfd):
                                    "--best", "--name", "tiny_x3", "--out", tmp_path / "m"),
                           "tiny_iter_5.solverstate", "test-net PSNR")
     assert not (tmp_path / "m").exists()
+
+
+def test_snapshot_keep_removes_all_but_the_newest_and_the_best_tested(tmp_path, capfd):
+    # snapshot_keep 1 over a run and its resume: what is left is the newest pair and the pair
+    # test net #0 scored best over both, so `ship --best` chooses as it would among them all
+    solver = tiny_run(tmp_path, max_iter=30, snapshot=10)
+    keep = ["--set", "snapshot_keep=1"]
+    assert run_main(capfd, "train", "--solver", solver, *keep).returncode == 0
+    run = tmp_path / "run"
+    assert [iteration for iteration, _ in snapshot.snapshots(run / "tiny", ".solverstate")] \
+        in ([10, 30], [20, 30], [30])
+    result = run_main(capfd, "train", "--solver", solver, *keep, "--set", "max_iter=60",
+                      "--snapshot", run / "tiny_iter_30.solverstate")
+    assert result.returncode == 0, result.stderr
+    psnr_at = dict(train_log.test_points(train_log.read_records(run / "tiny_log.jsonl")))
+    # the last snapshot (60) is written before its test: the best tested until then stays too
+    best_before = -max((psnr_at[iteration], -iteration) for iteration in range(10, 60, 10))[1]
+    left = sorted({best_before, 60})
+    assert [iteration for iteration, _ in snapshot.snapshots(run / "tiny", ".solverstate")] \
+        == left
+    assert [iteration for iteration, _ in snapshot.snapshots(run / "tiny")] == left
+    best = max(left, key=lambda iteration: (psnr_at[iteration], -iteration))
+    assert best == max(range(10, 70, 10), key=lambda iteration: (psnr_at[iteration], -iteration))
+    result = run_main(capfd, "ship", run / "tiny_iter_60.solverstate", "--best",
+                      "--name", "tiny_x3", "--out", tmp_path / "models")
+    assert result.returncode == 0, result.stderr
+    assert f"tiny_iter_{best}.solverstate" in result.stdout
+
+
+def test_surplus_snapshots_spare_the_newest_and_the_best():
+    psnr_at = {10: 20.0, 20: 22.5, 30: 21.0, 40: 22.5}
+    assert snapshot.surplus_snapshots([10, 20, 30, 40, 50], 1, psnr_at) == [10, 30, 40]
+    assert snapshot.surplus_snapshots([10, 20, 30, 40, 50], 2, psnr_at) == [10, 30]
+    assert snapshot.surplus_snapshots([10, 20], 1, {}) == [10]      # nothing tested yet
+    assert snapshot.surplus_snapshots([20], 3, psnr_at) == []

@@ -540,6 +540,10 @@ class SolverParameter:
                               "nets and the .model snapshots use the average (the .solverstate "
                               "keeps the weights); blobs with lr_mult 0 (BatchNorm's statistics) "
                               "are taken as they are, not averaged", 0.0, minimum=0)
+    snapshot_keep: int = option(1002, "int64", "srcaffe's, not Caffe's: 0 keeps every "
+                                "snapshot; N keeps the newest N and the one test net #0 scored "
+                                "the best PSNR (what `runner ship --best` chooses), removing "
+                                "the other pairs as each new snapshot is written", 0, minimum=0)
 
 
 # --------------------------------------------------------------------------- prep (YAML only)

@@ -305,6 +305,17 @@ def snapshots(prefix, suffix=".model"):
     return sorted(found)
 
 
+def surplus_snapshots(iterations, keep, psnr_at):
+    """The snapshot iterations that `snapshot_keep` = `keep` removes: all but the newest
+    `keep` and the one scored best in `psnr_at` ({iteration: test PSNR}; the earliest of
+    equals). A snapshot not yet tested can only be kept as one of the newest."""
+    newest = sorted(iterations)[-keep:]
+    tested = [(psnr_at[iteration], -iteration) for iteration in iterations
+              if iteration in psnr_at]
+    best = [-max(tested)[1]] if tested else []
+    return sorted(set(iterations) - set(newest) - set(best))
+
+
 def newest_snapshot(prefix, suffix=".model"):
     """The highest-iteration `<prefix>_iter_<N><suffix>` (a .model, or a .solverstate), or
     None."""

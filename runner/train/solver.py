@@ -152,6 +152,22 @@ class Solver:
         self.last_snapshot = state_path
         self.log.line(f"Snapshotting to HDF5 file {model_path}")
         self.log.line(f"Snapshotting solver state to HDF5 file {state_path}")
+        if self.param.snapshot_keep:
+            self._remove_surplus_snapshots()
+
+    def _remove_surplus_snapshots(self):
+        """snapshot_keep: the pairs neither among the newest nor the best tested go, each
+        .solverstate before its .model (a kill between leaves a .model that is never resumed
+        from, which the next start names)."""
+        prefix = self.param.snapshot_prefix
+        pairs = dict(snapshot.snapshots(prefix, ".solverstate"))
+        for iteration in snapshot.surplus_snapshots(list(pairs), self.param.snapshot_keep,
+                                                    self.log.psnr_at):
+            model_path, state_path = snapshot.snapshot_paths(prefix, iteration)
+            state_path.unlink()
+            model_path.unlink(missing_ok=True)
+            self.log.line(f"Removed snapshot {state_path} and its .model (snapshot_keep "
+                          f"{self.param.snapshot_keep})")
 
     def restore(self, state_path, state):
         """Continue from a solverstate: weights and their average, history, iteration,

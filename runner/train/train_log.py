@@ -37,12 +37,15 @@ class TrainLog:
         self.text_path, self.records_path = log_paths(snapshot_prefix)
         self.tensorboard = None
         self.seconds_before = 0.0
+        # test net #0's PSNR at each tested iteration, of this run and the runs it resumes
+        self.psnr_at = {}
         if enabled:
             outputs.writable_folder(self.text_path.parent)
             self.text = _append_to(self.text_path)
             kept = records_before(self.records_path, first_iteration)
             self.seconds_before = max((record.get("seconds", 0.0) for record in kept),
                                       default=0.0)
+            self.psnr_at = dict(test_points(kept))
             # rewritten whole under a temporary name: a crash here leaves the old log
             outputs.write_files({self.records_path: "".join(json.dumps(record) + "\n"
                                                             for record in kept)})
@@ -65,6 +68,7 @@ class TrainLog:
 
     def record(self, **fields):
         """One JSON record, stamped with the run's seconds so far (across resumes)."""
+        self.psnr_at.update(test_points([fields]))
         if self.enabled:
             seconds = self.seconds_before + time.perf_counter() - self.started
             self.records.write(json.dumps({**fields, "seconds": round(seconds, 3)}) + "\n")
