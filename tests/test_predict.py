@@ -83,18 +83,19 @@ def test_tiles_of_the_shipped_models_are_seamless(shipped):
         assert np.abs(tiles.super_resolve(model, y, tile_size=tile_size) - whole).max() < 1e-5
 
 
-@pytest.mark.parametrize("scale, shrink", [(2, 23), (4, 47)])
-def test_tiles_of_a_net_whose_output_is_odd_are_seamless(tmp_path, scale, shrink):
-    """The long-schedule x2 and x4 nets: a 9x9 deconvolution at stride 2 or 4 makes the output
-    of 31 LR pixels 2 * 31 - 23 = 39 or 4 * 31 - 47 = 77 pixels, odd. Six edge pixels on each
-    side (the larger cut, ceil(shrink / 2), over the factor, rounded up) give 2 * 43 - 23 =
-    2 * 31 + 1 (4 * 43 - 47 = 4 * 31 + 1): nothing cut before the image's footprint, the extra
-    pixel after it; tiles give the whole-image result at every seam all the same."""
+@pytest.mark.parametrize("scale, shrink, padding", [(2, 31, 8), (4, 55, 7)])
+def test_tiles_of_a_net_whose_output_is_odd_are_seamless(tmp_path, scale, shrink, padding):
+    """The long-schedule x2 and x4 nets: a 9x9 deconvolution at stride 2 (pad 7) or 4 (pad 6)
+    makes the output of the 35 or 33 LR pixels of a training window 2 * 35 - 31 = 39 or
+    4 * 33 - 55 = 77 pixels, odd. 8 or 7 edge pixels on each side (the cut before the
+    footprint, shrink // 2, over the factor, rounded up) give 2 * 47 - 31 = 2 * 31 + 1
+    (4 * 45 - 55 = 4 * 31 + 1): nothing cut before the image's footprint, the extra pixel
+    after it; tiles give the whole-image result at every seam all the same."""
     net_file = ROOT / "configs" / f"fsrcnn_x{scale}_long_net.yaml"
     model = deploy.load_for_inference(save_initial_model(tmp_path / "odd.model", net_file,
                                                          edit=stronger_deconvolution))
     geometry = model.geometry
-    assert (model.scale, geometry.shrink, geometry.padding) == (scale, shrink, 6)
+    assert (model.scale, geometry.shrink, geometry.padding) == (scale, shrink, padding)
     assert (geometry.crop_start, geometry.crop_end) == (0, 1)
     y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr")[:90, :71] / 255.0
     whole = tiles.super_resolve(model, y, tile_size=None)
