@@ -281,13 +281,13 @@ def run_predict(args):
     from tqdm import tqdm
 
     from runner import predict
-    from runner.infer import deploy
+    from runner.infer import torch_engine
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise UserError("--quality", f"must be 1 to 100, got {args.quality}")
     paths = predict.collect_inputs(args.inputs)
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
-    model = deploy.load_for_inference(model_path, args.device, args.scale)
+    model = torch_engine.load_for_inference(model_path, args.device, args.scale)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration})")
     options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
@@ -332,7 +332,7 @@ def add_test(command):
 
 
 def run_test(args):
-    from runner.infer import deploy
+    from runner.infer import torch_engine
     from runner.score import evaluate, published
     if args.bicubic_only and args.model:
         raise UserError("runner test", "--bicubic-only scores no model: drop --model or "
@@ -341,8 +341,8 @@ def run_test(args):
         raise UserError("runner test", "a model has one scale: give one --scale")
     model = None
     if args.model:
-        model = deploy.load_for_inference(args.model, args.device,
-                                          args.scale[0] if args.scale else None)
+        model = torch_engine.load_for_inference(args.model, args.device,
+                                                args.scale[0] if args.scale else None)
     scores, reports = evaluate.run(
         args.sets, [model.scale] if model else (args.scale or [3]),
         evaluate.scoring_methods(model, args.tile or None), args.out,

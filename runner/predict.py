@@ -254,8 +254,7 @@ def _read_ahead(jobs, options):
 
 def _in_this_process(jobs, model, options, progress):
     if options.threads:         # else the process's own settings (OMP_NUM_THREADS) stand
-        from runner.infer import deploy
-        deploy.use_threads(options.threads)
+        model.use_threads(options.threads)
     for job, picture_of in _read_ahead(jobs, options):
         yield job, _run_one(model, job, options, picture_of(), progress)
 
@@ -265,9 +264,9 @@ _worker_model = None
 
 def _load_worker(model_path, device, scale, threads):
     global _worker_model
-    from runner.infer import deploy
-    deploy.use_threads(threads)
-    _worker_model = deploy.load_for_inference(model_path, device, scale)
+    from runner.infer import torch_engine
+    _worker_model = torch_engine.load_for_inference(model_path, device, scale)
+    _worker_model.use_threads(threads)
 
 
 def _run_in_worker(job, options):
