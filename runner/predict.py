@@ -262,10 +262,10 @@ def _in_this_process(jobs, model, options, progress):
 _worker_model = None
 
 
-def _load_worker(model_path, device, scale, threads):
+def _load_worker(model_path, device, scale, engine, threads):
     global _worker_model
-    from runner.infer import torch_engine
-    _worker_model = torch_engine.load_for_inference(model_path, device, scale)
+    from runner.infer import engines
+    _worker_model = engines.load_for_inference(model_path, device, scale, engine)
     _worker_model.use_threads(threads)
 
 
@@ -275,13 +275,14 @@ def _run_in_worker(job, options):
 
 def _in_processes(jobs, model, options):
     """Each job in a pool of `options.jobs` processes (spawned: torch's threads do not survive a
-    fork), each with the model loaded once; results in the jobs' order."""
+    fork), each with the model loaded once by the engine that loaded `model`; results in the
+    jobs' order."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     pool = ProcessPoolExecutor(options.jobs, multiprocessing.get_context("spawn"),
                                initializer=_load_worker,
                                initargs=(model.path, str(model.device), model.scale,
-                                         options.threads_per_job()))
+                                         model.engine, options.threads_per_job()))
     try:
         futures = [pool.submit(_run_in_worker, job, options) for job in jobs]
         for job, future in zip(jobs, futures):

@@ -12,7 +12,7 @@ from in_process import run_main
 from runner import predict
 from runner.errors import UserError
 from runner.imaging import datasets, matlab, picture
-from runner.infer import colour, tile_sizes, tiles, torch_engine
+from runner.infer import colour, engines, tile_sizes, tiles, torch_engine
 from runner.score import degraded
 from sr_models import ROOT, save_initial_model, stronger_deconvolution, trained_model
 
@@ -28,7 +28,8 @@ def model_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(model_file):
-    return torch_engine.load_for_inference(model_file)
+    """The model as `runner predict` loads it (its default engine)."""
+    return engines.load_for_inference(model_file)
 
 
 def smooth_image(height, width, channels, dtype=np.uint8, seed=0):
