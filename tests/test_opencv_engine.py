@@ -137,3 +137,13 @@ def test_predict_by_default_imports_no_torch_and_writes_torchs_png(tmp_path):
     torch_model = engines.load_for_inference(SHIPPED / "fsrcnn_x3.model", engine="torch")
     predict.predict_image(torch_model, BUTTERFLY, [tmp_path / "torch.png"])
     within_one_level(written(output), written(tmp_path / "torch.png"))
+
+
+def test_blobs_that_do_not_fit_the_net_are_refused_as_torch_refuses_them(tmp_path):
+    def narrower(blobs):
+        blobs["conv1"][0] = np.zeros((32, 1, 5, 5), np.float32)
+    model_path = save_initial_model(tmp_path / "narrow.model", edit=narrower)
+    problem = r"layer 'conv1': blob 0 has shape \(32, 1, 5, 5\) in the source but \(56, 1, 5, 5\)"
+    for engine in engines.ENGINES:
+        with pytest.raises(UserError, match=f"narrow.model: {problem}"):
+            engines.load_for_inference(model_path, engine=engine)

@@ -11,8 +11,9 @@ DEFAULT_ENGINE = "auto"
 
 def load_for_inference(model_path, device="cpu", scale=None, engine=DEFAULT_ENGINE):
     """The InferenceModel of a `.model` (or `.caffemodel`) file from `engine`: `auto` is OpenCV's
-    on the CPU when it runs every layer of the deploy net, torch's otherwise; `opencv` is a
-    UserError naming the first layer it does not run, or on another device than the CPU."""
+    on the CPU when it runs every layer of the deploy net and loads the file, torch's otherwise;
+    `opencv` is a UserError naming the first layer it does not run, or on another device than
+    the CPU."""
     from pathlib import Path
     if engine == "torch" or (engine == "auto" and device != "cpu"):
         from runner.infer import torch_engine
@@ -26,10 +27,15 @@ def load_for_inference(model_path, device="cpu", scale=None, engine=DEFAULT_ENGI
     model = caffe_model.read_model(path)
     deploy_param = deploy.deploy_net(deploy.model_net(path, model), source=str(path))
     layer = opencv_engine.unsupported_layer(deploy_param)
-    if layer is None:
-        return opencv_engine.load_for_inference(path, model, deploy_param, scale)
-    if engine == "opencv":
+    if layer is not None and engine == "opencv":
         raise UserError(path, f"--engine opencv does not run its layer {layer.name!r} "
                         f"({layer.type}): give --engine torch or auto")
+    if layer is None:
+        try:
+            return opencv_engine.load_for_inference(path, model, deploy_param, scale)
+        except UserError:
+            if engine == "opencv":
+                raise
+            # auto: torch's loading then says what is wrong, blob by blob, in our words
     from runner.infer import torch_engine
     return torch_engine.load_for_inference(path, device, scale)

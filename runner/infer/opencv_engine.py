@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from runner.config import caffe_proto, schema
 from runner.errors import UserError
 from runner.files import caffe_model
+from runner.imaging.images import native_stderr_silenced
 from runner.infer import deploy
 from runner.net import structure, subpixel
 
@@ -49,12 +50,23 @@ def final_deconvolution(deploy_param):
     return last
 
 
+def _as_tested(layer):
+    """False for the forms of supported types that the tests do not cover: a Scale of its
+    second bottom or over other axes than the channels, a Concat along another axis."""
+    if layer.type == "Scale":
+        param = layer.scale_param
+        return len(layer.bottom) == 1 and (param.axis, param.num_axes) == (1, 1)
+    if layer.type == "Concat":
+        return layer.concat_param.axis == 1 and layer.concat_param.concat_dim is None
+    return True
+
+
 def unsupported_layer(deploy_param):
     """The first layer of a deploy net this engine does not run, None when it runs them all;
     the last layer when the output is not its first top (`forward` gives that one)."""
     final = final_deconvolution(deploy_param)
     unsupported = [layer for layer in deploy_param.layer
-                   if layer.type not in SUPPORTED_TYPES
+                   if layer.type not in SUPPORTED_TYPES or not _as_tested(layer)
                    or (layer.type == "Deconvolution" and layer is not final)]
     last = deploy_param.layer[-1]
     if last.top[:1] != [deploy.output_blob(deploy_param)]:
@@ -120,8 +132,10 @@ class OpenCVNet:
         self.input_name = deploy.input_blob(net_param, source)
         prototxt = text_format.MessageToString(caffe_proto.from_schema(net_param)).encode()
         try:
-            self.net = cv2.dnn.readNetFromCaffe(np.frombuffer(prototxt, np.uint8), np.frombuffer(
-                caffe_model.to_caffemodel(net_param, blobs), np.uint8))
+            with native_stderr_silenced():
+                self.net = cv2.dnn.readNetFromCaffe(np.frombuffer(prototxt, np.uint8),
+                                                    np.frombuffer(caffe_model.to_caffemodel(
+                                                        net_param, blobs), np.uint8))
         except cv2.error as error:
             raise UserError(source, f"OpenCV cannot load its net: {_reason(error)}") from None
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -157,6 +171,36 @@ class OpenCVModel(deploy.InferenceModel):
         return self.net(plane)
 
 
+def blob_shapes(deploy_param):
+    """{layer name: [blob shapes]} in Caffe's layouts (runner/files/caffe_model.py) of a deploy
+    net this engine runs, from the channels each blob carries: what the stored blobs are
+    checked against before they are read, as the torch engine checks its built net's."""
+    channels, shapes = {}, {}
+    for layer in deploy_param.layer:
+        bottoms = [channels[name] for name in layer.bottom]
+        count = bottoms[0] if bottoms else None
+        if layer.type == "Input":
+            count = layer.input_param.shape[0].dim[1]
+        elif layer.type in ("Convolution", "Deconvolution"):
+            param, count = layer.convolution_param, layer.convolution_param.num_output
+            kernel = structure.spatial(param, "kernel_size", "kernel", None, 1,
+                                       "convolution_param")
+            shapes[layer.name] = [(count, bottoms[0] // param.group, *kernel)
+                                  if layer.type == "Convolution"
+                                  else (bottoms[0], count // param.group, *kernel)]
+            shapes[layer.name] += [(count,)] if param.bias_term else []
+        elif layer.type == "PReLU":
+            shapes[layer.name] = [(1,) if layer.prelu_param.channel_shared else (count,)]
+        elif layer.type == "BatchNorm":
+            shapes[layer.name] = [(count,), (count,), (1,)]
+        elif layer.type == "Scale":
+            shapes[layer.name] = [(count,)] * (2 if layer.scale_param.bias_term else 1)
+        elif layer.type == "Concat":
+            count = sum(bottoms)
+        channels.update((top, count) for top in layer.top)
+    return shapes
+
+
 def net_blobs(deploy_param, stored):
     """{layer name: blobs} of the deploy net's layers as a net holding `stored` ({layer name:
     arrays}, a ModelFile's) has them: a blob shared by name (`param { name }`) holds what the
@@ -177,10 +221,19 @@ def load_for_inference(path, model, deploy_param, scale=None):
     """An OpenCVModel of a read ModelFile whose deploy net this engine runs (`unsupported_layer`
     None). `scale` as for the torch engine (deploy.inference_scale)."""
     source = str(path)
-    net = OpenCVNet(deploy_param, net_blobs(deploy_param, model.read_blobs()), source)
+    expected = blob_shapes(deploy_param)
+    # shapes only (no memory): read_blobs checks each stored blob against them first
+    stored = model.read_blobs({layer: [np.broadcast_to(np.float32(0), shape) for shape in blobs]
+                               for layer, blobs in expected.items()}, path)
+    missing = [layer for layer in expected if layer not in stored]
+    if missing:
+        raise UserError(path, f"holds no weights for layer {missing[0]!r}")
+    net = OpenCVNet(deploy_param, net_blobs(deploy_param, stored), source)
     try:
-        geometry = deploy.measure_geometry(
-            deploy_param, lambda size: net(np.zeros((size, size), np.float32)).shape, source)
+        with native_stderr_silenced():      # OpenCV logs a failing layer's shapes there
+            geometry = deploy.measure_geometry(
+                deploy_param, lambda size: net(np.zeros((size, size), np.float32)).shape,
+                source)
     except cv2.error as error:
         raise UserError(source, f"OpenCV cannot run its net: {_reason(error)}") from None
     return OpenCVModel(net.input_name, deploy.output_blob(deploy_param),
