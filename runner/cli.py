@@ -240,6 +240,7 @@ def add_inference_options(command):
 def add_predict(command):
     from runner import predict
     from runner.imaging import formats
+    from runner.infer import engines
     from runner.score import degraded
     command.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image or video files, folders of them, or glob patterns")
@@ -274,6 +275,11 @@ def add_predict(command):
                          help="refuse an image (or video frame) of more input pixels; read from "
                          "the file's header, before decoding (default: %(default)s, 2048x2048)")
     add_inference_options(command)
+    command.add_argument("--engine", choices=engines.ENGINES, default=engines.DEFAULT_ENGINE,
+                         help="what computes the net: opencv (CPU; starts without torch, but "
+                         "computes more slowly), torch, or auto (default: opencv on the CPU for "
+                         f"at most {engines.OPENCV_MAX_INPUT_PIXELS:,} input pixels in all, no "
+                         "video, when it runs every layer of the net; else torch)")
     command.set_defaults(run=run_predict)
 
 
@@ -281,15 +287,17 @@ def run_predict(args):
     from tqdm import tqdm
 
     from runner import predict
-    from runner.infer import deploy
+    from runner.infer import engines
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise UserError("--quality", f"must be 1 to 100, got {args.quality}")
     paths = predict.collect_inputs(args.inputs)
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
-    model = deploy.load_for_inference(model_path, args.device, args.scale)
+    engine = engines.engine_for(args.engine, predict.input_pixels(
+        paths, engines.OPENCV_MAX_INPUT_PIXELS))
+    model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
-          f"iteration {model.iteration})")
+          f"iteration {model.iteration}; {model.engine} engine)")
     options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
                               args.degradation, args.jobs, args.threads, args.max_pixels)
     jobs = predict.plan(paths, model, args.out, args.degrade, options)
@@ -336,7 +344,7 @@ def add_test(command):
 
 
 def run_test(args):
-    from runner.infer import deploy
+    from runner.infer import torch_engine
     from runner.score import evaluate, published
     if args.bicubic_only and args.model:
         raise UserError("runner test", "--bicubic-only scores no model: drop --model or "
@@ -345,8 +353,8 @@ def run_test(args):
         raise UserError("runner test", "a model has one scale: give one --scale")
     model = None
     if args.model:
-        model = deploy.load_for_inference(args.model, args.device,
-                                          args.scale[0] if args.scale else None)
+        model = torch_engine.load_for_inference(args.model, args.device,
+                                                args.scale[0] if args.scale else None)
     scores, reports = evaluate.run(
         tested_images(args), [model.scale] if model else (args.scale or [3]),
         evaluate.scoring_methods(model, args.tile or None), args.out,

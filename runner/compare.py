@@ -26,7 +26,7 @@ from runner import inspect  # noqa: E402
 from runner.config import loading, overrides, schema  # noqa: E402
 from runner.errors import UserError, stored_in  # noqa: E402
 from runner.files import outputs, snapshot  # noqa: E402
-from runner.infer import deploy  # noqa: E402
+from runner.infer import torch_engine  # noqa: E402
 from runner.score import evaluate, plot, protocol  # noqa: E402
 from runner.train.train_log import log_paths, read_records, test_points  # noqa: E402
 
@@ -161,7 +161,7 @@ def labels(runs):
 def scored_psnrs(model_paths, set_name=SCORED_SET):
     """Mean whole-image PSNR of each model on a benchmark set, by `runner test`'s protocol;
     the models of one scale are scored together, each image degraded once for them all."""
-    models = [deploy.load_for_inference(path, "cpu") for path in model_paths]
+    models = [torch_engine.load_for_inference(path, "cpu") for path in model_paths]
     means = {}
     for scale in sorted({model.scale for model in models}):
         methods = {str(index): evaluate.model_method(model)

@@ -25,7 +25,7 @@ from google.protobuf import text_format
 from runner.config import caffe_proto
 from runner.errors import UserError
 from runner.files import caffe_model, outputs
-from runner.infer import deploy
+from runner.infer import deploy, torch_engine
 from runner.net import fast_paths, feeds, structure
 
 
@@ -50,7 +50,7 @@ def caffe_net(deployed, net):
 def caffe_files(model_path, model):
     """{suffix: contents} of the Caffe pair for a loaded ModelFile: the blobs the deploy net
     holds once the model's weights are copied in (so they are checked to fit it)."""
-    _, deployed, module = deploy.trained_deploy_net(model_path, model)
+    _, deployed, module = torch_engine.trained_deploy_net(model_path, model)
     net_param, blobs = caffe_net(deployed, module)
     header = f"# The deploy net of {Path(model_path).name}, written by `runner export`.\n"
     return {caffe_model.NET_SUFFIX: header + text_format.MessageToString(
@@ -92,7 +92,7 @@ def _quiet_exporter():
 def onnx_files(model_path, model):
     """{".onnx": bytes} of a loaded ModelFile's deploy net: input and output named after the
     net's blobs, N x C x H x W with N, H and W dynamic."""
-    trained, deployed, module = deploy.trained_deploy_net(model_path, model)
+    trained, deployed, module = torch_engine.trained_deploy_net(model_path, model)
     input_name, output_name = deploy.input_blob(deployed, str(model_path)), \
         deploy.output_blob(deployed)
     image = DeployImage(module, input_name, output_name).eval()

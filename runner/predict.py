@@ -161,6 +161,25 @@ def check_size(path, max_pixels=DEFAULT_MAX_PIXELS):
                         "on a machine with the memory for it")
 
 
+def input_pixels(paths, limit):
+    """The input pixels of `paths` in all, read from the headers until the count passes
+    `limit`; None where it is not known so (a video, or a header that cannot be read: its
+    error comes when its turn comes)."""
+    from runner.imaging import picture
+    total = 0
+    for path in paths:
+        if is_video(path):
+            return None
+        try:
+            height, width = picture.declared_size(path)
+        except UserError:
+            return None
+        total += height * width
+        if total > limit:
+            break
+    return total
+
+
 def plan(paths, model, out_dir, degrade=False, options=Options()):
     """The Job of each input, with `out_dir` created; a UserError before any work if the folder
     cannot be written, an output would overwrite an input or two inputs would write the same
@@ -254,8 +273,7 @@ def _read_ahead(jobs, options):
 
 def _in_this_process(jobs, model, options, progress):
     if options.threads:         # else the process's own settings (OMP_NUM_THREADS) stand
-        from runner.infer import deploy
-        deploy.use_threads(options.threads)
+        model.use_threads(options.threads)
     for job, picture_of in _read_ahead(jobs, options):
         yield job, _run_one(model, job, options, picture_of(), progress)
 
@@ -263,11 +281,11 @@ def _in_this_process(jobs, model, options, progress):
 _worker_model = None
 
 
-def _load_worker(model_path, device, scale, threads):
+def _load_worker(model_path, device, scale, engine, threads):
     global _worker_model
-    from runner.infer import deploy
-    deploy.use_threads(threads)
-    _worker_model = deploy.load_for_inference(model_path, device, scale)
+    from runner.infer import engines
+    _worker_model = engines.load_for_inference(model_path, device, scale, engine)
+    _worker_model.use_threads(threads)
 
 
 def _run_in_worker(job, options):
@@ -276,13 +294,14 @@ def _run_in_worker(job, options):
 
 def _in_processes(jobs, model, options):
     """Each job in a pool of `options.jobs` processes (spawned: torch's threads do not survive a
-    fork), each with the model loaded once; results in the jobs' order."""
+    fork), each with the model loaded once by the engine that loaded `model`; results in the
+    jobs' order."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     pool = ProcessPoolExecutor(options.jobs, multiprocessing.get_context("spawn"),
                                initializer=_load_worker,
                                initargs=(model.path, str(model.device), model.scale,
-                                         options.threads_per_job()))
+                                         model.engine, options.threads_per_job()))
     try:
         futures = [pool.submit(_run_in_worker, job, options) for job in jobs]
         for job, future in zip(jobs, futures):

@@ -9,7 +9,7 @@ import torch
 
 from runner import export
 from runner.files import snapshot
-from runner.infer import deploy, tiles
+from runner.infer import deploy, tiles, torch_engine
 from runner.net.layers.registry import LAYERS
 from sr_models import ROOT, save_initial_model
 from test_caffe_model import butterfly_y, opencv_output
@@ -107,7 +107,7 @@ def ours_and_opencvs(folder, layers):
     net_file.write_text(f"name: layers\nlayer:\n{INPUT}{layers}\n")
     model_path = save_initial_model(folder / "layer.model", net_file, edit=randomized)
     prototxt, caffemodel = export.export(model_path, folder / "caffe")
-    _, deployed, net = deploy.trained_deploy_net(model_path, snapshot.load_model(model_path))
+    _, deployed, net = torch_engine.trained_deploy_net(model_path, snapshot.load_model(model_path))
     data = np.random.default_rng(3).uniform(-1, 1, (1, 4, 6, 7)).astype(np.float32)
     with torch.no_grad():
         ours = net.eval()({"data": torch.from_numpy(data)})[deploy.output_blob(deployed)]
@@ -173,7 +173,7 @@ def test_opencv_runs_the_newer_nets_as_runner_predict_does(name, tmp_path):
     model_path = save_initial_model(tmp_path / "net.model", net_file, edit=trained_looking,
                                     scale=scale or 0)
     prototxt, caffemodel = export.export(model_path, tmp_path / "caffe")
-    model = deploy.load_for_inference(model_path)
+    model = torch_engine.load_for_inference(model_path)
     plane = butterfly_y()[100:100 + crop, 90:90 + crop]
     ours = tiles.super_resolve(model, plane)          # what `runner predict` computes for Y
     theirs = opencv_output(prototxt, caffemodel, model, plane)

@@ -13,7 +13,7 @@ from runner import export
 from runner.config import caffe_proto, schema
 from runner.files import caffe_model, snapshot
 from runner.imaging import datasets, matlab
-from runner.infer import deploy, tiles
+from runner.infer import tiles, torch_engine
 from sr_models import FSRCNN_NET, ROOT, run_as_predict, save_initial_model
 
 BUTTERFLY = datasets.data_root() / "Set5" / "butterfly_GT.bmp"
@@ -79,7 +79,7 @@ NETS = {"fsrcnn": (FSRCNN_NET, None, None, (768, 768)),
 def test_opencv_runs_the_exported_pair_as_runner_predict_does(tmp_path, name):
     net_file, net_text, scale, output_size = NETS[name]
     model_path, prototxt, caffemodel = export_model(tmp_path, net_file, net_text, name)
-    model = deploy.load_for_inference(model_path, scale=scale)
+    model = torch_engine.load_for_inference(model_path, scale=scale)
     plane = butterfly_y()
     if model.upsamples_first:
         plane = plane[80:176, 80:176]
@@ -141,7 +141,7 @@ def test_export_then_import_gives_identical_weights(tmp_path, net_text):
         assert len(imported[name]) == len(blobs)
         for ours, theirs in zip(blobs, imported[name]):
             assert torch.equal(torch.from_numpy(ours), torch.from_numpy(theirs)), name
-    loaded = deploy.load_for_inference(caffemodel).net.blobs_by_layer()
+    loaded = torch_engine.load_for_inference(caffemodel).net.blobs_by_layer()
     for name, blobs in original.items():
         for ours, theirs in zip(blobs, loaded[name]):
             assert torch.equal(torch.from_numpy(ours), theirs), name

@@ -11,7 +11,8 @@ from prep import subimages
 from runner import inspect, timing
 from runner.config import loading, schema
 from runner.imaging import datasets, images, matlab
-from runner.infer import deploy, tiles
+from runner.infer import deploy, tiles, torch_engine
+from runner.net import structure
 from runner.net.builder import Net
 from sr_models import ROOT, bicubic_kernel, save_initial_model
 
@@ -78,7 +79,7 @@ def test_a_deploy_file_with_its_label_predicts(tmp_path, capfd):
     net_file = tmp_path / "vdsr.prototxt"
     net_file.write_text(DEPLOY_WITH_LABEL)
     model_path = save_initial_model(tmp_path / "residual.model", net_file, scale=2)
-    model = deploy.load_for_inference(model_path)
+    model = torch_engine.load_for_inference(model_path)
     assert (model.scale, model.upsamples_first, model.output_name) == (2, True, "sum")
     image = tmp_path / "small.png"
     cv2.imwrite(str(image), (np.random.default_rng(1).random((20, 14, 3)) * 255)
@@ -91,12 +92,14 @@ def test_a_deploy_file_with_its_label_predicts(tmp_path, capfd):
 def test_a_net_that_branches_and_joins_runs_whole_and_tiled(tmp_path):
     net_file = tmp_path / "branching.yaml"
     net_file.write_text(BRANCHING_NET)
-    model = deploy.load_for_inference(save_initial_model(tmp_path / "b.model", net_file,
-                                                         scale=3))
+    model = torch_engine.load_for_inference(save_initial_model(tmp_path / "b.model", net_file,
+                                                               scale=3))
     assert (model.scale, model.geometry.factor, model.geometry.shrink) == (3, 1, 0)
     # 3 + 5 + 3 pixel kernels on the longest path, 3x3 pooling on the other: at most 2 + 4 +
     # 2 + 2 pixels of reach, and the bound sums every layer
-    assert deploy.receptive_width(model.net) == 2 + 4 + 2 + 2
+    branching = deploy.deploy_net(loading.parse_config(schema.NetParameter, BRANCHING_NET,
+                                                       "net.yaml"))
+    assert structure.receptive_width(branching) == 2 + 4 + 2 + 2
     plane = np.random.default_rng(0).random((15, 11)).astype(np.float32)
     whole = tiles.super_resolve(model, plane, tile_size=None)
     assert whole.shape == (45, 33) and whole.std() > 0
@@ -145,8 +148,8 @@ def test_an_odd_output_lines_up_with_prep_labels_and_with_the_image(tmp_path):
 
     net_file = tmp_path / "bicubic_x2.yaml"
     net_file.write_text(BICUBIC_X2_NET)
-    model = deploy.load_for_inference(save_initial_model(tmp_path / "bicubic_x2.model", net_file,
-                                                         edit=passes_and_upscales, scale=2))
+    model = torch_engine.load_for_inference(save_initial_model(
+        tmp_path / "bicubic_x2.model", net_file, edit=passes_and_upscales, scale=2))
     geometry = model.geometry
     assert (geometry.shrink, geometry.padding, geometry.crop_start, geometry.crop_end) == \
         (23, 6, 0, 1)

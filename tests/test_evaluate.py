@@ -10,7 +10,7 @@ from in_process import run_main
 from runner.config import loading, schema
 from runner.errors import UserError
 from runner.imaging import datasets, matlab
-from runner.infer import deploy
+from runner.infer import torch_engine
 from runner.score import evaluate, published
 from runner.score.protocol import Protocol
 from sr_models import save_initial_model, trained_model
@@ -173,7 +173,7 @@ def test_model_scale_must_match_and_the_model_must_exist(tmp_path, capfd):
 
 
 def test_the_models_method_is_its_net_on_the_lr_plane(tmp_path):
-    model = deploy.load_for_inference(save_initial_model(tmp_path / "random.model"))
+    model = torch_engine.load_for_inference(save_initial_model(tmp_path / "random.model"))
     methods = evaluate.scoring_methods(model)
     low_res = np.random.default_rng(1).random((10, 12)) * 255
     assert list(methods) == ["bicubic", "FSRCNN-56_12_4"]

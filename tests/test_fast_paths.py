@@ -14,8 +14,8 @@ from helpers import tiny_run, write_h5
 from runner.bench import prediction, suite, training, whole_process
 from runner.config import loading, schema
 from runner.imaging import datasets, matlab
-from runner.infer import deploy, tiles
-from runner.net import builder, fast_paths
+from runner.infer import tiles, torch_engine
+from runner.net import builder, fast_paths, subpixel
 from runner.net.layers import convolution
 from sr_models import ROOT, save_initial_model, stronger_deconvolution
 
@@ -49,7 +49,7 @@ def test_subpixel_deconvolution_equals_conv_transpose2d(kernel, stride, pad, gro
                          requires_grad=True)
     bias = torch.randn(4, generator=generator, requires_grad=True)
     arguments = (bottom, weight, bias, (stride, stride), (pad, pad), (1, 1), group)
-    assert fast_paths.subpixel_geometry(kernel, stride, pad) is not None
+    assert subpixel.subpixel_geometry(kernel, stride, pad) is not None
     fast, plain = fast_paths.conv_transpose2d(*arguments), plain_conv_transpose2d(*arguments)
     assert fast.shape == plain.shape
     assert max_difference(fast, plain) < TOLERANCE
@@ -74,7 +74,7 @@ def test_rectangular_kernels_strides_and_pads():
 
 def test_what_the_rewrite_cannot_do_falls_back_to_the_plain_layer():
     # a pad beyond the kernel needs negative padding; dilation interleaves the taps
-    assert fast_paths.subpixel_geometry(3, 2, 3) is None
+    assert subpixel.subpixel_geometry(3, 2, 3) is None
     bottom, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
     for stride, pad, dilation in (((2, 2), (3, 3), (1, 1)), ((2, 2), (1, 1), (2, 2))):
         fast = fast_paths.conv_transpose2d(bottom, weight, None, stride, pad, dilation)
@@ -146,11 +146,11 @@ def convolution_weights(module):
 
 
 def test_inference_model_uses_channels_last_on_the_cpu_unless_disabled(model_file):
-    weights = convolution_weights(deploy.load_for_inference(model_file).net)
+    weights = convolution_weights(torch_engine.load_for_inference(model_file).net)
     assert weights and all(weight.is_contiguous(memory_format=torch.channels_last)
                            for weight in weights)
     with fast_paths.disabled():
-        plain = convolution_weights(deploy.load_for_inference(model_file).net)
+        plain = convolution_weights(torch_engine.load_for_inference(model_file).net)
     assert all(weight.is_contiguous() for weight in plain)
 
 
@@ -165,9 +165,9 @@ def test_disabled_is_the_plain_layer_and_ends_with_its_block():
 
 def test_fast_prediction_of_a_set5_image_equals_the_plain_layers(model_file):
     y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr") / 255.0
-    fast = tiles.super_resolve(deploy.load_for_inference(model_file), y)
+    fast = tiles.super_resolve(torch_engine.load_for_inference(model_file), y)
     with fast_paths.disabled():
-        plain = tiles.super_resolve(deploy.load_for_inference(model_file), y)
+        plain = tiles.super_resolve(torch_engine.load_for_inference(model_file), y)
     assert fast.shape == (768, 768) and plain.std() > 0.05
     assert np.abs(fast - plain).max() < TOLERANCE
 
@@ -309,7 +309,7 @@ def test_reference_dataset_opens_the_file_per_sample(tmp_path):
 def test_our_prediction_gives_the_8_bit_result(tmp_path):
     path, _ = prediction.model_file(tmp_path / "none.model", ROOT / "configs" / "fsrcnn_s_net.yaml",
                                tmp_path)
-    model = deploy.load_for_inference(path)
+    model = torch_engine.load_for_inference(path)
     frame = prediction.sample_frame(6, 10)
     assert prediction.our_prediction(model, frame).shape == (18, 30, 3)
     assert prediction.our_prediction(model, prediction.sample_image(8)).dtype == np.uint8

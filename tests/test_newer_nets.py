@@ -14,7 +14,7 @@ from runner import inspect
 from runner.config import loading, schema
 from runner.files import snapshot
 from runner.imaging import datasets
-from runner.infer import deploy, tiles
+from runner.infer import tiles, torch_engine
 from runner.train.solver import TrainOptions, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -68,7 +68,7 @@ def test_newer_net_trains_and_super_resolves(name, images, tmp_path):
           f"{ITERATIONS} "
           f"iterations: {' '.join(f'{loss:.3g}' for loss in losses)}")
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
-    model = deploy.load_for_inference(snapshot.newest_snapshot(tmp_path / "run"))
+    model = torch_engine.load_for_inference(snapshot.newest_snapshot(tmp_path / "run"))
     assert model.scale == 3                       # VDSR and DRRN: the data's scale
     assert model.upsamples_first == (name != "espcn")
     plane = np.random.default_rng(0).random((12, 10)).astype(np.float32)

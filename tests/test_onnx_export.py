@@ -9,7 +9,7 @@ import pytest
 
 from runner import cli
 from runner.imaging import datasets, matlab
-from runner.infer import deploy, tiles
+from runner.infer import tiles, torch_engine
 from sr_models import ROOT, run_as_predict
 from test_caffe_model import opencv_forward
 
@@ -43,7 +43,7 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_onnxruntime_and_opencv_run_the_export_as_runner_predict_does(exported, name):
-    model = deploy.load_for_inference(MODELS / f"{name}.model")
+    model = torch_engine.load_for_inference(MODELS / f"{name}.model")
     session = onnxruntime.InferenceSession(str(exported[name]),
                                            providers=["CPUExecutionProvider"])
     opencv_net = cv2.dnn.readNetFromONNX(str(exported[name]))

@@ -12,7 +12,7 @@ from in_process import run_main
 from runner import predict
 from runner.errors import UserError
 from runner.imaging import datasets, matlab, picture
-from runner.infer import colour, deploy, tile_sizes, tiles
+from runner.infer import colour, engines, tile_sizes, tiles, torch_engine
 from runner.score import degraded
 from sr_models import ROOT, save_initial_model, stronger_deconvolution, trained_model
 
@@ -28,7 +28,8 @@ def model_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(model_file):
-    return deploy.load_for_inference(model_file)
+    """The model as `runner predict` loads it (its default engine)."""
+    return engines.load_for_inference(model_file)
 
 
 def smooth_image(height, width, channels, dtype=np.uint8, seed=0):
@@ -66,7 +67,7 @@ def test_small_planes_run_whole_and_large_ones_in_tiles(model):
     assert tile_sizes.tile_size_for(model, (321, 481), 256) is None
     assert tile_sizes.tile_size_for(model, (360, 640), 256) is None
     assert tile_sizes.tile_size_for(model, (1080, 1920), 256) == 256
-    srcnn = deploy.load_for_inference(ROOT / "results" / "models" / "srcnn_x3.model")
+    srcnn = torch_engine.load_for_inference(ROOT / "results" / "models" / "srcnn_x3.model")
     assert tile_sizes.tile_size_for(srcnn, (321, 481), 256) == 256
     assert tile_sizes.tile_size_for(srcnn, (170, 170), 256) is None
 
@@ -76,7 +77,7 @@ def test_tiles_of_the_shipped_models_are_seamless(shipped):
     """Trained weights reach as far as the receptive field does: tiles overlapping by the
     geometry's context (half the field and two) give the whole-image result at every seam, for
     unpadded nets with their edge padding, a x4 deconvolution and SRCNN's bicubic input."""
-    model = deploy.load_for_inference(ROOT / "results" / "models" / f"{shipped}.model")
+    model = torch_engine.load_for_inference(ROOT / "results" / "models" / f"{shipped}.model")
     y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr")[:90, :71] / 255.0
     whole = tiles.super_resolve(model, y, tile_size=None)
     for tile_size in (16, 29):
@@ -92,8 +93,8 @@ def test_tiles_of_a_net_whose_output_is_odd_are_seamless(tmp_path, scale, shrink
     (4 * 45 - 55 = 4 * 31 + 1): nothing cut before the image's footprint, the extra pixel
     after it; tiles give the whole-image result at every seam all the same."""
     net_file = ROOT / "configs" / f"fsrcnn_x{scale}_long_net.yaml"
-    model = deploy.load_for_inference(save_initial_model(tmp_path / "odd.model", net_file,
-                                                         edit=stronger_deconvolution))
+    model = torch_engine.load_for_inference(save_initial_model(
+        tmp_path / "odd.model", net_file, edit=stronger_deconvolution))
     geometry = model.geometry
     assert (model.scale, geometry.shrink, geometry.padding) == (scale, shrink, padding)
     assert (geometry.crop_start, geometry.crop_end) == (0, 1)
@@ -110,12 +111,12 @@ def test_srcnn_style_net_is_fed_a_bicubic_input_and_tiles_too(tmp_path):
     path = save_initial_model(tmp_path / "srcnn.model", ROOT / "configs" / "srcnn_net.yaml",
                               edit=lambda blobs: blobs["conv3"][0].__imul__(1e4))
     with pytest.raises(UserError, match="does not say its scale: give --scale"):
-        deploy.load_for_inference(path)
+        torch_engine.load_for_inference(path)
     recorded = save_initial_model(tmp_path / "srcnn_x4.model",
                                   ROOT / "configs" / "srcnn_net.yaml", scale=4)
-    assert deploy.load_for_inference(recorded).scale == 4
-    assert deploy.load_for_inference(recorded, scale=2).scale == 2   # SRCNN runs at any scale
-    srcnn = deploy.load_for_inference(path, scale=3)
+    assert torch_engine.load_for_inference(recorded).scale == 4
+    assert torch_engine.load_for_inference(recorded, scale=2).scale == 2   # SRCNN runs at any scale
+    srcnn = torch_engine.load_for_inference(path, scale=3)
     assert (srcnn.scale, srcnn.geometry.shrink, srcnn.geometry.padding) == (3, 12, 6)
     plane = smooth_image(40, 30, 1) / 255.0
     whole = tiles.super_resolve(srcnn, plane, tile_size=None)
@@ -282,8 +283,8 @@ def test_degrade_writes_the_figure_and_the_trained_net_beats_bicubic(tmp_path_fa
     assert figure.shape[1] > 3 * 256 and figure.shape[0] > 256
     line = result.stdout.strip().splitlines()[-1]
     assert "bicubic PSNR" in line and "FSRCNN-56_12_4 PSNR" in line and str(figure_path) in line
-    scores = degraded.predict_degraded(deploy.load_for_inference(snapshot_path), BUTTERFLY,
-                                      out / "again.png")
+    scores = degraded.predict_degraded(torch_engine.load_for_inference(snapshot_path),
+                                      BUTTERFLY, out / "again.png")
     assert scores.scores["FSRCNN-56_12_4"][0] > scores.scores["bicubic"][0]
 
 

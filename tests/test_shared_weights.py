@@ -11,7 +11,7 @@ from runner import export
 from runner.config import caffe_proto, loading, schema
 from runner.errors import UserError
 from runner.files import caffe_model, snapshot
-from runner.infer import deploy
+from runner.infer import torch_engine
 from runner.net.builder import Net
 from runner.train.solver import TrainOptions, train
 
@@ -147,7 +147,7 @@ def test_weights_and_caffe_export_keep_the_sharing(trained, tmp_path):
     assert [spec.name for spec in by_name["rec2"].param] == ["rec_w", "rec_b"]
     stored = caffe_model.parse_caffemodel(caffemodel.read_bytes(), caffemodel)
     np.testing.assert_array_equal(stored["rec1"][0], stored["rec2"][0])   # as Caffe stores it
-    loaded = deploy.load_for_inference(caffemodel).net.blobs_by_layer()
+    loaded = torch_engine.load_for_inference(caffemodel).net.blobs_by_layer()
     assert loaded["rec1"][0] is loaded["rec2"][0]
     np.testing.assert_array_equal(loaded["rec2"][0], snapshot.load_model(model_path)
                                   .read_blobs()["rec2"][0])

@@ -20,7 +20,7 @@ from runner.bench.measure import (
 from runner.config import loading, schema
 from runner.files import snapshot
 from runner.imaging import datasets, matlab, picture
-from runner.infer import colour, deploy
+from runner.infer import colour, deploy, torch_engine
 from runner.net import builder
 
 FSRCNN_NET = REPO_ROOT / "configs" / "fsrcnn_net.yaml"
@@ -93,7 +93,7 @@ def our_prediction(model, image):
 
 def our_contender(path, image, count):
     """Images per second of our_prediction with the model in `path`."""
-    model = deploy.load_for_inference(path)
+    model = torch_engine.load_for_inference(path)
     return lambda: timed_rate(lambda: [our_prediction(model, image) for _ in range(count)],
                               count)
 

@@ -48,7 +48,7 @@ from runner.bench.prep_time import ensure_prepared, prepared_source, solver_sour
 from runner.config import loading  # noqa: E402
 from runner.errors import UserError  # noqa: E402
 from runner.files import outputs, snapshot  # noqa: E402
-from runner.infer import deploy  # noqa: E402
+from runner.infer import torch_engine  # noqa: E402
 from runner.score import evaluate, plot  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
@@ -236,7 +236,7 @@ def checkpoint_method(path):
     reference loop's state_dict in its own module."""
     if Path(path).suffix == reference_loop.CHECKPOINT_SUFFIX:
         return module_method(reference_loop.load_checkpoint(path))
-    return evaluate.model_method(deploy.load_for_inference(path))
+    return evaluate.model_method(torch_engine.load_for_inference(path))
 
 
 def set_psnrs(methods, data_root=None):

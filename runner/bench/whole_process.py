@@ -30,7 +30,7 @@ from runner import export
 from runner.bench.measure import REPO_ROOT, interleaved, ratio_line, timed_rate, values_text
 from runner.cli import COMMANDS
 from runner.imaging import datasets, matlab
-from runner.infer import deploy, tile_sizes, tiles
+from runner.infer import tile_sizes, tiles, torch_engine
 
 SHIPPED = REPO_ROOT / "results" / "models"
 TARGETS = {"photo": 2.0, "folder": 3.0, "video": 2.0, "real_time_fps": 24.0, "onnx": 1.2,
@@ -281,7 +281,7 @@ ONNX_TILED = f"ours, tiles of {tile_sizes.DEFAULT_TILE_SIZE}"
 def measure_onnx(result, folder, repeats, data_root, log):
     import onnxruntime
     model_path = SHIPPED / MODELS["FSRCNN"][0]
-    model = deploy.load_for_inference(model_path)
+    model = torch_engine.load_for_inference(model_path)
     y = matlab.rgb2y(mosaic(*result.inputs.plane_size, data_root), channel_order="bgr",
                      dtype=np.float32) / 255
     result.onnx_size = y.shape

@@ -6,25 +6,23 @@ and so does every layer that depends on a removed blob; an input that only loss 
 (a deploy file's `label`) goes with them. Nets that branch and join run as they are.
 The result is a NetParameter like any other (a Caffe export writes it as deploy.prototxt).
 
-`load_for_inference` turns a `.model` file (or a `.caffemodel`, runner/files/caffe_model.py) into an
-`InferenceModel`: the deploy net with the trained weights, its input and output blobs, its
-upscaling factor and the geometry the tiled runner (`runner/infer/tiles.py`) needs: how the output
-lines up with the input and how far its receptive field reaches.
+An `InferenceModel` is what each engine (runner/infer/engines.py) makes of a `.model` file (or a
+`.caffemodel`, runner/files/caffe_model.py): the deploy net with the trained weights, its input and
+output blobs, its upscaling factor and the geometry the tiled runner (`runner/infer/tiles.py`)
+needs: how the output lines up with the input and how far its receptive field reaches. All of it
+is known here without torch, so that an engine without torch imports none.
 """
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
 from runner.config import loading, schema
 from runner.errors import UserError, stored_in
 from runner.files import caffe_model
 from runner.imaging import matlab
-from runner.net import builder, devices, fast_paths, feeds, structure
-from runner.net.layers import registry
+from runner.net import feeds, structure
 
 # Probe sizes for measuring how the output size follows the input size.
 PROBE_SIZES = (32, 40)
@@ -32,8 +30,7 @@ PROBE_SIZES = (32, 40)
 
 def is_loss(layer):
     """True for a layer that contributes to the objective (a loss type, or a loss_weight)."""
-    layer_class = registry.LAYERS.get(layer.type)
-    return any(layer.loss_weight) or bool(layer_class and layer_class.is_loss)
+    return any(layer.loss_weight) or layer.type in structure.LOSS_TYPES
 
 
 def deploy_net(net_param, phase="TEST", source="<net>", input_size=structure.DEFAULT_INPUT_SIZE,
@@ -94,38 +91,11 @@ def input_blob(deploy_param, source="<net>"):
     return inputs[0]
 
 
-def receptive_width(net):
-    """An upper bound, in input pixels, on the width of input that one output pixel depends on,
-    over every layer of a built net that reads a window (whatever branch it is on): a
-    convolution or pooling adds its kernel extent less one (in input pixels at its resolution);
-    an upsampling layer (deconvolution, pixel shuffle) its kernel extent over its stride, plus
-    one. Strides > 1 change the resolution."""
-    width, resolution = 0.0, 1.0      # resolution: blob pixels per input pixel
-    for _, module in net.layer_modules():
-        window = module.window()
-        if window is None:
-            continue
-        extent, stride, upsamples = window
-        if upsamples:
-            width += ((extent - 1) / stride + 1) / resolution
-            resolution *= stride
-        else:
-            width += (extent - 1) / resolution
-            resolution /= stride
-    return math.ceil(width)
-
-
-def use_threads(count):
-    """Compute on `count` threads: torch's (the net) and OpenCV's (colour, resizing)."""
-    torch.set_num_threads(count)
-    cv2.setNumThreads(count)
-
-
-def receptive_reach(net):
+def receptive_reach(deploy_param):
     """How far, in input pixels, an output pixel's receptive field reaches on either side of
-    it in a built Net: half the width, one pixel for a deconvolution's output phases not being
-    centred, and one for rounding (tiles/tests check that tiles of this overlap are seamless)."""
-    return receptive_width(net) // 2 + 2
+    it: half the width, one pixel for a deconvolution's output phases not being centred, and
+    one for rounding (tiles/tests check that tiles of this overlap are seamless)."""
+    return structure.receptive_width(deploy_param) // 2 + 2
 
 
 @dataclass(frozen=True)
@@ -161,20 +131,11 @@ class Geometry:
                       self.crop_start:width - self.crop_end]
 
 
-def _output_size(deploy_net_module, output_name, input_shapes):
-    """(height, width) of the output blob for the given input shapes."""
-    rows = deploy_net_module.output_shapes(input_shapes)
-    shapes = {top: shape for (_, _, top_shapes, _), layer
-              in zip(rows, deploy_net_module.layer_params)
-              for top, shape in zip(layer.top, top_shapes)}
-    return tuple(shapes[output_name][2:])
-
-
-def measure_geometry(deploy_param, module, source, channels=1):
-    """The Geometry of a built deploy net, measured from its shapes at two input sizes."""
-    input_name, output_name = input_blob(deploy_param, source), output_blob(deploy_param)
-    small, large = (_output_size(module, output_name, {input_name: (1, channels, size, size)})
-                    for size in PROBE_SIZES)
+def measure_geometry(deploy_param, output_size, source):
+    """The Geometry of a deploy net, measured from the (height, width) that `output_size`, a
+    function of a square input's side, gives at two input sizes (each engine measures its
+    own)."""
+    small, large = (output_size(size) for size in PROBE_SIZES)
     if small[0] != small[1] or large[0] != large[1]:
         raise UserError(source, "the net treats height and width differently; only square "
                         "kernels, strides and pads are supported for images")
@@ -186,48 +147,7 @@ def measure_geometry(deploy_param, module, source, channels=1):
                         "input less a fixed number of pixels")
     # enough edge pixels that the cut before the footprint, the larger one, is not negative
     padding = math.ceil(structure.offset_in_footprint(shrink) / growth)
-    return Geometry(growth, shrink, padding, receptive_reach(module))
-
-
-@dataclass
-class InferenceModel:
-    """A trained net ready to super-resolve a plane (see runner/infer/tiles.py)."""
-
-    net: builder.Net
-    input_name: str
-    output_name: str
-    scale: int            # the upscaling factor of the whole model
-    geometry: Geometry    # of the net itself (factor 1 for SRCNN: it gets a bicubic input)
-    name: str             # the net's name (e.g. FSRCNN-56_12_4), else the file's stem
-    path: Path
-    iteration: int
-    device: torch.device
-
-    @property
-    def upsamples_first(self):
-        """True for an SRCNN-style net: its input is the bicubic-upscaled image."""
-        return self.geometry.factor == 1 and self.scale > 1
-
-    def network_input(self, plane):
-        """A float32 plane in the net's units (0..1) as the net takes it: bicubic-upscaled first
-        (MATLAB imresize, in float32) for an SRCNN-style net, as it was trained."""
-        plane = np.asarray(plane, dtype=np.float32)
-        if self.upsamples_first:
-            return matlab.imresize(plane, self.scale, dtype=np.float32)
-        return plane
-
-    @torch.no_grad()
-    def run(self, plane):
-        """The net on one float32 network-input plane: its output, factor x the plane's size
-        (float32), lined up with it (edge pixels repeated around the input of a net that
-        shrinks, its surplus cropped as Geometry says)."""
-        geometry = self.geometry
-        if geometry.padding:
-            plane = np.pad(plane, geometry.padding, mode="edge")
-        tensor = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None, None]
-        output = self.net({self.input_name: tensor.to(self.device)},
-                          keep=(self.output_name,))[self.output_name][0, 0]
-        return geometry.cropped(output).cpu().numpy()
+    return Geometry(growth, shrink, padding, receptive_reach(deploy_param))
 
 
 def model_net(path, model=None):
@@ -243,40 +163,52 @@ def model_net(path, model=None):
         return loading.parse_config(schema.NetParameter, model.net_text, source)
 
 
-def trained_deploy_net(path, model):
-    """(trained NetParameter, its deploy NetParameter, the deploy Net holding the model's
-    weights), every parameter blob checked to be in the file with the net's shape before it
-    is read."""
-    trained = model_net(path, model)
-    deploy = deploy_net(trained, source=str(path))
-    module = builder.Net(deploy, "TEST", source=str(path))
-    blobs = model.read_blobs(module.blobs_by_layer(), path)
-    copied = module.copy_from({layer: [torch.from_numpy(blob) for blob in layer_blobs]
-                               for layer, layer_blobs in blobs.items()}, path)
-    missing = sorted(set(module.blobs_by_layer()) - set(copied))
-    if missing:
-        raise UserError(path, f"holds no weights for layer {missing[0]!r}")
-    return trained, deploy, module
-
-
-def load_for_inference(model_path, device="cpu", scale=None):
-    """An InferenceModel from a `.model` file. `scale`, when given, must be the model's; a net
-    without a final Deconvolution (SRCNN) needs it, since its scale lives in its data."""
-    path = Path(model_path)
-    model = caffe_model.read_model(path)
-    trained, deploy, module = trained_deploy_net(path, model)
-    geometry = measure_geometry(deploy, module, str(path))
+def inference_scale(path, model, geometry, scale=None):
+    """The upscaling factor of a model whose net has `geometry`: the net's own factor, which
+    `scale` must equal when given; a net of factor 1 (SRCNN: its scale lives in its data) runs
+    at `scale`, else at the scale its file records."""
     if geometry.factor > 1 and scale not in (None, geometry.factor):
         raise UserError(path, f"is a x{geometry.factor} model, but --scale {scale} was asked")
     if geometry.factor == 1 and scale is None:
         if not model.scale:
             raise UserError(path, "this net works on a bicubic-upscaled input (no final "
                             "Deconvolution) and the file does not say its scale: give --scale")
-        scale = model.scale
-    module.eval().requires_grad_(False)
-    device = devices.torch_device(device)
-    fast_paths.keep_freed_memory()
-    module = fast_paths.preferred_layout(module.to(device), device)
-    return InferenceModel(module, input_blob(deploy, str(path)), output_blob(deploy),
-                          scale or geometry.factor, geometry, trained.name or path.stem, path,
-                          model.iteration, device)
+        return model.scale
+    return scale or geometry.factor
+
+
+@dataclass
+class InferenceModel:
+    """What every engine's model is: a trained net ready to super-resolve a plane. The tiled
+    runner (runner/infer/tiles.py) takes `network_input` of a plane, then each tile through the
+    engine's `run`: the net's output, factor x the tile's size (float32), lined up with it."""
+
+    input_name: str
+    output_name: str
+    scale: int            # the upscaling factor of the whole model
+    geometry: Geometry    # of the net itself (factor 1 for SRCNN: it gets a bicubic input)
+    name: str             # the net's name (e.g. FSRCNN-56_12_4), else the file's stem
+    path: Path
+    iteration: int
+
+    @property
+    def upsamples_first(self):
+        """True for an SRCNN-style net: its input is the bicubic-upscaled image."""
+        return self.geometry.factor == 1 and self.scale > 1
+
+    def network_input(self, plane):
+        """A float32 plane in the net's units (0..1) as the net takes it: bicubic-upscaled first
+        (MATLAB imresize, in float32) for an SRCNN-style net, as it was trained."""
+        plane = np.asarray(plane, dtype=np.float32)
+        if self.upsamples_first:
+            return matlab.imresize(plane, self.scale, dtype=np.float32)
+        return plane
+
+    def run(self, plane):
+        """The net on one float32 network-input plane: its output, factor x the plane's size
+        (float32), lined up with it (edge pixels repeated around the input of a net that
+        shrinks, its surplus cropped as Geometry says). The engine's `forward` maps a 2-D
+        plane to the output blob's."""
+        if self.geometry.padding:
+            plane = np.pad(plane, self.geometry.padding, mode="edge")
+        return self.geometry.cropped(self.forward(plane))

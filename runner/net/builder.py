@@ -28,7 +28,7 @@ from runner.net import fillers
 from runner.net.feeds import FED_LAYERS, Feed
 from runner.net.layers.convolution import Convolution
 from runner.net.layers.registry import LAYERS
-from runner.net.structure import phase_layers, scale_of
+from runner.net.structure import LOSS_TYPES, phase_layers, scale_of
 
 
 class Net(nn.Module):
@@ -206,7 +206,7 @@ class Net(nn.Module):
             if weights and len(weights) != len(layer.top):
                 raise self._error(layer, f"{len(weights)} loss_weight values for "
                                   f"{len(layer.top)} tops")
-            if not weights and module.is_loss:
+            if not weights and layer.type in LOSS_TYPES:
                 weights = [1.0] + [0.0] * (len(layer.top) - 1)
             losses += [(top, weight) for top, weight in zip(layer.top, weights) if weight]
         return losses

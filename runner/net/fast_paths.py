@@ -1,13 +1,10 @@
 """Fast paths: faster ways to compute exactly what the plain layers compute, measured by
 `runner/bench/` and tested equal to the plain ops in `tests/test_fast_paths.py`.
 
-- The sub-pixel Deconvolution. A stride-s transposed convolution scatters every input pixel
-  through a k x k kernel; PyTorch's CPU kernel for it is several times slower than a
-  convolution. The same output is a stride-1 convolution with ceil(k/s)-tap kernels into s*s
-  channels per output channel (one per output phase: the kernel taps that land on that phase,
-  flipped), followed by a pixel shuffle that interleaves the phases (Shi et al. 2016).
-  FSRCNN's 9x9 stride-3 deconvolution becomes a 3x3 convolution into 9 channels: the same
-  12,464 multiply-adds per LR pixel, at convolution speed, and for training too (autograd
+- The sub-pixel Deconvolution (runner/net/subpixel.py). A stride-s transposed convolution
+  scatters every input pixel through a k x k kernel; PyTorch's CPU kernel for it is several
+  times slower than a convolution. Its sub-pixel convolution does the same 12,464
+  multiply-adds per LR pixel for FSRCNN at convolution speed, and for training too (autograd
   goes through the weight rearrangement, so the layer keeps Caffe's weight layout).
 - Channels-last memory on the CPU: oneDNN's convolutions run on NHWC data without reordering
   every input and output.
@@ -31,10 +28,11 @@ faster (sub-pixel 1.4x, channels-last 1.2x more), a 256x256 prediction 3x faster
 """
 import contextlib
 import ctypes
-import math
 
 import torch
 import torch.nn.functional as F
+
+from runner.net import subpixel
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -65,34 +63,13 @@ def disabled():
         _enabled = previous
 
 
-def subpixel_geometry(kernel, stride, pad):
-    """Along one axis: (taps, padding_before, padding_after, output_offset) of the stride-1
-    convolution whose pixel-shuffled output, read from `output_offset` on, is the transposed
-    convolution's output; None when that needs negative padding (a pad beyond the kernel)."""
-    taps = math.ceil(kernel / stride)
-    first = pad // stride                 # the LR-grid position of the first output pixel
-    before = taps - 1 - first
-    after = (kernel - pad - 1) // stride
-    if before < 0 or after < 0:
-        return None
-    return taps, before, after, pad % stride
-
-
 def subpixel_weights(weight, bias, stride, group=1):
-    """A Deconvolution's (weight, bias) as the equivalent stride-1 convolution's: weight
-    (C_in, C_out/group, kh, kw) becomes (C_out * sh * sw, C_in/group, ceil(kh/sh),
-    ceil(kw/sw)), output channel c * sh * sw + phase_h * sw + phase_w; differentiable."""
-    in_channels, out_per_group, kernel_h, kernel_w = weight.shape
-    stride_h, stride_w = stride
-    taps_h, taps_w = math.ceil(kernel_h / stride_h), math.ceil(kernel_w / stride_w)
-    padded = F.pad(weight, (0, taps_w * stride_w - kernel_w, 0, taps_h * stride_h - kernel_h))
-    # tap m of phase r is kernel index m * stride + r; a convolution reads its taps reversed
-    phases = padded.reshape(group, in_channels // group, out_per_group, taps_h, stride_h,
-                            taps_w, stride_w).flip(3, 5)
-    converted = phases.permute(0, 2, 4, 6, 1, 3, 5).reshape(
-        group * out_per_group * stride_h * stride_w, in_channels // group, taps_h, taps_w)
+    """A Deconvolution's (weight, bias) as the equivalent stride-1 convolution's
+    (subpixel.weight_order); differentiable."""
+    order = torch.from_numpy(subpixel.weight_order(weight.shape, stride, group))
+    converted = torch.cat([weight.flatten(), weight.new_zeros(1)])[order]
     if bias is not None:
-        bias = bias.repeat_interleave(stride_h * stride_w)
+        bias = bias.repeat_interleave(stride[0] * stride[1])
     return converted, bias
 
 
@@ -120,18 +97,15 @@ def conv_transpose2d(bottom, weight, bias, stride, pad, dilation=(1, 1), group=1
     """F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation), computed as
     a sub-pixel convolution when it can be (no dilation, pad within the kernel)."""
     kernel = weight.shape[2:]
-    geometry = [subpixel_geometry(*axis) for axis in zip(kernel, stride, pad)]
-    if not _enabled or tuple(dilation) != (1, 1) or None in geometry:
+    plan = subpixel.convolution_plan(kernel, stride, pad)
+    if not _enabled or tuple(dilation) != (1, 1) or plan is None:
         return F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation)
     conv_weight, conv_bias = subpixel_weights(weight, bias, stride, group)
-    # F.conv2d pads symmetrically: pad both sides by the larger need, crop the surplus below
-    padding = [max(before, after) for _, before, after, _ in geometry]
+    padding, starts = plan
     phases = conv2d(bottom, conv_weight, conv_bias, (1, 1), padding, (1, 1), group)
     top = pixel_shuffle(phases, stride)
-    starts = [step * (used - before) + offset
-              for step, used, (_, before, _, offset) in zip(stride, padding, geometry)]
-    sizes = [step * (size - 1) + extent - 2 * margin for step, size, extent, margin
-             in zip(stride, bottom.shape[2:], kernel, pad)]
+    sizes = [subpixel.transposed_size(*axis)
+             for axis in zip(bottom.shape[2:], kernel, stride, pad)]
     if tuple(top.shape[2:]) != tuple(sizes) or any(starts):
         top = top[:, :, starts[0]:starts[0] + sizes[0], starts[1]:starts[1] + sizes[1]]
     return top

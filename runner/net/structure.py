@@ -1,12 +1,19 @@
 """Which layers a phase of a net file has (Caffe's FilterNet; legacy forms were upgraded when the
-file was read, runner/config/upgrade.py), the upscaling factor a net encodes, how its output lines
-up with its input, and the input size its deploy form is built for. It imports no torch:
-`runner inspect --help` reads it."""
+file was read, runner/config/upgrade.py), which are losses, the upscaling factor a net encodes,
+how its output lines up with its input, how far its receptive field reaches, and the input size
+its deploy form is built for. It imports no torch: `runner inspect --help` reads it, and the
+OpenCV engine (runner/infer/opencv_engine.py) knows a net's geometry without building it."""
+import math
+
 from runner.errors import UserError
 
 # The H x W a deploy net is built and checked for (runner/infer/deploy.py, `runner inspect`);
 # it runs on any image size at run time.
 DEFAULT_INPUT_SIZE = (32, 32)
+
+
+# Layer types that weigh their top 1 in the objective unless a loss_weight says otherwise.
+LOSS_TYPES = ("EuclideanLoss",)
 
 
 def included(layer, phase, source):
@@ -54,3 +61,70 @@ def offset_in_footprint(shrink):
     its extra pixel at the end, where prep puts a label's pixel beyond lr_size * scale
     (prep/subimages.py), so that training and inference line up the same way."""
     return (shrink + 1) // 2
+
+
+def spatial(param, key, prefix, default, minimum, where):
+    """An image-axes setting as (h, w), given the way Caffe reads it: `key` holding one value
+    (or, for a convolution, H and W), or `<prefix>_h` and `<prefix>_w`; `default` when neither
+    is set (None: required). `where` names the parameter message in errors."""
+    value = getattr(param, key)
+    values = list(value) if isinstance(value, list) else [] if value is None else [value]
+    if value == default and not isinstance(value, list):
+        values = []
+    separate = [getattr(param, f"{prefix}_{axis}", None) for axis in "hw"]
+    if any(separate):
+        if values:
+            raise ValueError(f"{where}: give {key} or {prefix}_h and {prefix}_w, not both")
+        if not all(separate) and prefix != "pad":
+            raise ValueError(f"{where}: {prefix}_h and {prefix}_w go together")
+        values = [number or 0 for number in separate]
+    if not values:
+        if default is None:
+            raise ValueError(f"{where}.{key} is required")
+        return (default, default)
+    if len(values) > 2:
+        raise ValueError(f"{where}.{key}: give one value, or H and W; got {values}")
+    if min(values) < minimum:
+        raise ValueError(f"{where}.{key} must be at least {minimum}, got {values}")
+    return (values[0], values[-1])
+
+
+def window(layer):
+    """(kernel extent, stride, upsamples) along the image axes of a layer that reads a
+    neighbourhood of pixels, for the receptive field; None for a layer that does not."""
+    if layer.type in ("Convolution", "Deconvolution"):
+        param, where = layer.convolution_param, "convolution_param"
+        kernels = spatial(param, "kernel_size", "kernel", None, 1, where)
+        dilations = spatial(param, "dilation", "dilation", 1, 1, where)
+        extent = max(dilation * (kernel - 1) + 1 for kernel, dilation in zip(kernels, dilations))
+        return extent, max(spatial(param, "stride", "stride", 1, 1, where)), \
+            layer.type == "Deconvolution"
+    if layer.type == "Pooling" and not layer.pooling_param.global_pooling:
+        param, where = layer.pooling_param, "pooling_param"
+        return (max(spatial(param, "kernel_size", "kernel", None, 1, where)),
+                max(spatial(param, "stride", "stride", 1, 1, where)), False)
+    if layer.type == "PixelShuffle":
+        factor = layer.pixel_shuffle_param.upscale_factor
+        return factor, factor, True
+    return None
+
+
+def receptive_width(net_param):
+    """An upper bound, in input pixels, on the width of input that one output pixel depends on,
+    over every layer of a (deploy) net that reads a window (whatever branch it is on): a
+    convolution or pooling adds its kernel extent less one (in input pixels at its resolution);
+    an upsampling layer (deconvolution, pixel shuffle) its kernel extent over its stride, plus
+    one. Strides > 1 change the resolution."""
+    width, resolution = 0.0, 1.0      # resolution: blob pixels per input pixel
+    for layer in net_param.layer:
+        layer_window = window(layer)
+        if layer_window is None:
+            continue
+        extent, stride, upsamples = layer_window
+        if upsamples:
+            width += ((extent - 1) / stride + 1) / resolution
+            resolution *= stride
+        else:
+            width += (extent - 1) / resolution
+            resolution /= stride
+    return math.ceil(width)

@@ -115,6 +115,12 @@ class HDF5Feeder:
             self.next_read[1].exception()
             self.next_read = None
 
+    def settle(self):
+        """Wait for a read-ahead in flight and forget it: when training ends no file of the
+        source list is still open (a file rewritten next, as by prep, is free to be). The
+        feeder stays usable."""
+        self._drop_read_ahead()
+
     def _following_file(self):
         """The file read after the current one. At an epoch's last file, the first of the next
         epoch's order: the generator's next draw is that order, so a copy of it tells which."""

@@ -399,6 +399,8 @@ class Solver:
             self.log.line("Optimization Done.")
         finally:
             self._restore_signal_handlers(previous)
+            for _, feeder in self._feeders():
+                feeder.settle()
             self.log.close()
 
     def _clear_after_kill(self):

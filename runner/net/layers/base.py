@@ -13,7 +13,6 @@ class Layer(nn.Module):
     type_name = None      # the Caffe type this class builds
     bottom_count = (1, 1)  # (fewest, most) bottoms and tops, as Caffe's Min/Max/ExactNum*Blobs;
     top_count = (1, 1)     # None: no upper bound
-    is_loss = False       # loss layers weigh their top 1 in the objective unless told otherwise
     fixed_blobs = False   # True: the blobs are not learned (Caffe forces their lr_mult to 0)
     size_keys = ""        # the keys that set the size of its parameter blobs, named when the
                           # net cannot be allocated ("" when its bottom's shape sets it)
@@ -36,11 +35,6 @@ class Layer(nn.Module):
         blob = self.blobs()[index]
         name = next(name for name, parameter in self._parameters.items() if parameter is blob)
         setattr(self, name, owner)
-
-    def window(self):
-        """(kernel extent, stride, upsamples) along the image axes of a layer that reads a
-        neighbourhood of pixels, for the receptive field; None for a layer that does not."""
-        return None
 
     def caffe_form(self, layer):
         """(LayerParameter, blobs) that Caffe runs for this layer: itself, except for srcaffe's
@@ -69,32 +63,6 @@ class WeightsAndBias(Layer):
 
     def fillers(self):
         return [self.weight_filler, self.bias_filler][:len(self.blobs())]
-
-
-def spatial(param, key, prefix, default, minimum, where):
-    """An image-axes setting as (h, w), given the way Caffe reads it: `key` holding one value
-    (or, for a convolution, H and W), or `<prefix>_h` and `<prefix>_w`; `default` when neither
-    is set (None: required). `where` names the parameter message in errors."""
-    value = getattr(param, key)
-    values = list(value) if isinstance(value, list) else [] if value is None else [value]
-    if value == default and not isinstance(value, list):
-        values = []
-    separate = [getattr(param, f"{prefix}_{axis}", None) for axis in "hw"]
-    if any(separate):
-        if values:
-            raise ValueError(f"{where}: give {key} or {prefix}_h and {prefix}_w, not both")
-        if not all(separate) and prefix != "pad":
-            raise ValueError(f"{where}: {prefix}_h and {prefix}_w go together")
-        values = [number or 0 for number in separate]
-    if not values:
-        if default is None:
-            raise ValueError(f"{where}.{key} is required")
-        return (default, default)
-    if len(values) > 2:
-        raise ValueError(f"{where}.{key}: give one value, or H and W; got {values}")
-    if min(values) < minimum:
-        raise ValueError(f"{where}.{key} must be at least {minimum}, got {values}")
-    return (values[0], values[-1])
 
 
 def image_shape(shape):

@@ -1,6 +1,7 @@
 """Caffe's Convolution and Deconvolution layers, computed through runner/net/fast_paths.py."""
-from runner.net import fast_paths
-from runner.net.layers.base import WeightsAndBias, image_shape, spatial
+from runner.net import fast_paths, subpixel
+from runner.net.layers.base import WeightsAndBias, image_shape
+from runner.net.structure import spatial
 
 
 class Convolution(WeightsAndBias):
@@ -32,11 +33,6 @@ class Convolution(WeightsAndBias):
     def output_size(self, size, kernel_extent, stride, pad):
         return (size + 2 * pad - kernel_extent) // stride + 1
 
-    def window(self):
-        extent = max(dilation * (kernel - 1) + 1
-                     for kernel, dilation in zip(self.kernel, self.dilation))
-        return extent, max(self.stride), False
-
     def top_shapes(self, bottom_shapes):
         batch, channels, *sizes = image_shape(bottom_shapes[0])
         if channels != self.in_channels:
@@ -64,12 +60,7 @@ class Deconvolution(Convolution):
         return (self.in_channels, self.out_channels // self.group, *self.kernel)
 
     def output_size(self, size, kernel_extent, stride, pad):
-        # Caffe's DeconvolutionLayer::compute_output_shape; no output_padding exists there
-        return stride * (size - 1) + kernel_extent - 2 * pad
-
-    def window(self):
-        extent, stride, _ = super().window()
-        return extent, stride, True
+        return subpixel.transposed_size(size, kernel_extent, stride, pad)
 
     def forward(self, bottom):
         # the same result as F.conv_transpose2d, computed as a sub-pixel convolution

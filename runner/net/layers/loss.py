@@ -11,7 +11,6 @@ class EuclideanLoss(Layer):
 
     type_name = "EuclideanLoss"
     bottom_count = (2, 2)
-    is_loss = True
 
     def __init__(self, layer, bottom_shapes):
         super().__init__()

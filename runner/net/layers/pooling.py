@@ -11,7 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from runner.net.layers.base import Layer, image_shape, spatial
+from runner.net.layers.base import Layer, image_shape
+from runner.net.structure import spatial
 
 
 class Pooling(Layer):
@@ -65,11 +66,6 @@ class Pooling(Layer):
     def top_shapes(self, bottom_shapes):
         batch, channels, *sizes = image_shape(bottom_shapes[0])
         return [(batch, channels, *self.output_sizes(sizes))]
-
-    def window(self):
-        if self.global_pooling:
-            return None
-        return max(self.kernel), max(self.stride), False
 
     def forward(self, bottom):
         sizes = bottom.shape[2:]

@@ -178,9 +178,6 @@ class PixelShuffle(Layer):
                              f"{tuple(bottom_shapes[0])}")
         return [(batch, self.channels, height * self.factor, width * self.factor)]
 
-    def window(self):
-        return self.factor, self.factor, True
-
     def forward(self, bottom):
         return (fast_paths.pixel_shuffle(bottom, (self.factor, self.factor)),)
 

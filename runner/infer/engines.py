@@ -1,0 +1,55 @@
+"""Which engine runs a model for `runner predict`: torch (runner/infer/torch_engine.py: every
+layer, on the CPU or CUDA) or OpenCV (runner/infer/opencv_engine.py: the layers it runs as torch
+does, on the CPU, in a process that never imports torch and so starts seconds sooner). `auto`
+takes OpenCV where it can and the work is small enough to gain by it. The names stand here with
+no import at the top, so that the command line lists them without loading anything."""
+from runner.errors import UserError
+
+ENGINES = ("auto", "torch", "opencv")
+DEFAULT_ENGINE = "auto"
+# The input pixels in all up to which `auto` takes OpenCV. OpenCV's net takes about twice
+# torch's CPU per pixel (0.50 against 0.25 s for a 960x540 FSRCNN plane, one thread, measured
+# interleaved), while `import torch` costs 1 to 5 s of CPU: up to a 1080p photo the import is
+# the larger cost (that photo, whole process: 3.52 against 3.79 s), beyond it the net.
+OPENCV_MAX_INPUT_PIXELS = 1920 * 1080
+
+
+def engine_for(engine, input_pixels):
+    """The engine to load for work of `input_pixels` input pixels in all (None: unknown, or a
+    video's frames): `auto` becomes torch beyond OPENCV_MAX_INPUT_PIXELS; any other choice
+    stands."""
+    if engine == "auto" and (input_pixels is None or input_pixels > OPENCV_MAX_INPUT_PIXELS):
+        return "torch"
+    return engine
+
+
+def load_for_inference(model_path, device="cpu", scale=None, engine=DEFAULT_ENGINE):
+    """The InferenceModel of a `.model` (or `.caffemodel`) file from `engine`: `auto` is OpenCV's
+    on the CPU when it runs every layer of the deploy net and loads the file, torch's otherwise;
+    `opencv` is a UserError naming the first layer it does not run, or on another device than
+    the CPU."""
+    from pathlib import Path
+    if engine == "torch" or (engine == "auto" and device != "cpu"):
+        from runner.infer import torch_engine
+        return torch_engine.load_for_inference(model_path, device, scale)
+    if device != "cpu":
+        raise UserError("--engine opencv", f"computes on the CPU, not --device {device}: give "
+                        "--engine torch or auto")
+    from runner.files import caffe_model
+    from runner.infer import deploy, opencv_engine
+    path = Path(model_path)
+    model = caffe_model.read_model(path)
+    deploy_param = deploy.deploy_net(deploy.model_net(path, model), source=str(path))
+    layer = opencv_engine.unsupported_layer(deploy_param)
+    if layer is not None and engine == "opencv":
+        raise UserError(path, f"--engine opencv does not run its layer {layer.name!r} "
+                        f"({layer.type}): give --engine torch or auto")
+    if layer is None:
+        try:
+            return opencv_engine.load_for_inference(path, model, deploy_param, scale)
+        except UserError:
+            if engine == "opencv":
+                raise
+            # auto: torch's loading then says what is wrong, blob by blob, in our words
+    from runner.infer import torch_engine
+    return torch_engine.load_for_inference(path, device, scale)
