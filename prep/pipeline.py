@@ -69,16 +69,16 @@ def split_settings(prep_config, split):
 def split_files(prep_config, data=None):
     """{split: [(image name as "Set/file", path)]} for every split that has sets: the held-out
     validation images taken out of the train split."""
-    def files_of(names):
-        return [(f"{name}/{path.name}", path) for name in names
-                for path in datasets.image_files(datasets.dataset_folder(name, data))]
+    def labelled(pairs):
+        return [(f"{name}/{path.name}", path) for name, path in pairs]
 
-    valid = [(f"{name}/{path.name}", path) for name, path in datasets.validation_images(
-        prep_config.validation_sets, prep_config.validation_images, data)]
+    valid = labelled(datasets.validation_images(prep_config.validation_sets,
+                                                prep_config.validation_images, data))
     kept_out = {name for name, _ in valid}
-    splits = {"train": [pair for pair in files_of(prep_config.train_sets)
+    splits = {"train": [pair for pair in labelled(datasets.set_images(prep_config.train_sets,
+                                                                       data))
                         if pair[0] not in kept_out],
-              "valid": valid, "test": files_of(prep_config.test_sets)}
+              "valid": valid, "test": labelled(datasets.set_images(prep_config.test_sets, data))}
     return {split: splits[split] for split in SPLITS if split_settings(prep_config, split)[0]}
 
 

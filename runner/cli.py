@@ -374,9 +374,10 @@ def tested_images(args):
     """[(set name, image file)] that `runner test` scores: the held-out images of
     --validation's prep config, else every image of --sets."""
     from runner.config import loading, schema
+    from runner.imaging import datasets
     from runner.score import evaluate
     if not args.validation:
-        return evaluate.set_images(args.sets)
+        return datasets.set_images(args.sets)
     prep_config = loading.load(schema.PrepConfig, args.validation)
     if not prep_config.validation_sets:
         raise UserError(args.validation, "holds no images out for validation (validation_sets "

@@ -95,12 +95,18 @@ def held_out(files, count):
     return [files[index * len(files) // count] for index in range(count)]
 
 
+def set_images(set_names, root=None):
+    """[(set name, image path)] of every image of the named dataset folders, in set and file
+    order."""
+    return [(name, path) for name in set_names
+            for path in image_files(dataset_folder(name, root))]
+
+
 def validation_images(set_names, count, root=None):
     """[(set name, image path)] of the images a prep config holds out of training for
     validation (its `validation_sets` and `validation_images`): `prep` leaves them out of the
     train split, `runner test --validation` scores them whole."""
-    return [(name, path) for name in set_names
-            for path in held_out(image_files(dataset_folder(name, root)), count)]
+    return [pair for name in set_names for pair in held_out(set_images([name], root), count)]
 
 
 @dataclass(frozen=True)

@@ -99,13 +99,6 @@ class Score:
     ssim: float
 
 
-def set_images(set_names, data_root=None):
-    """[(set name, image file)] of the named benchmark sets under SR_DATA (or `data_root`), in
-    set and file order."""
-    return [(name, path) for name in set_names
-            for path in datasets.image_files(datasets.dataset_folder(name, data_root))]
-
-
 def validation_set_images(prep_config, data_root=None):
     """[(set name, image file)] of the images `prep_config` holds out of training, each set
     named `<set>-validation` so that no table takes it for the whole set."""
@@ -115,7 +108,8 @@ def validation_set_images(prep_config, data_root=None):
 
 def evaluate_sets(set_names, protocol, methods, data_root=None, progress=False):
     """Scores of every image of every named set, by every method, in set and file order."""
-    return evaluate_images(set_images(set_names, data_root), protocol, methods, progress)
+    return evaluate_images(datasets.set_images(set_names, data_root), protocol, methods,
+                           progress)
 
 
 def evaluate_images(named_paths, protocol, methods, progress=False):
