@@ -273,13 +273,13 @@ def add_predict(command):
                          "core this process may use)")
     command.add_argument("--max-pixels", type=positive_int(1), default=predict.DEFAULT_MAX_PIXELS,
                          help="refuse an image (or video frame) of more input pixels; read from "
-                         "the file's header, before decoding (default: %(default)s, 2048x2048)")
+                         "the file's header, before decoding (default: %(default)s, 8192x8192)")
     add_inference_options(command)
     command.add_argument("--engine", choices=engines.ENGINES, default=engines.DEFAULT_ENGINE,
                          help="what computes the net: opencv (CPU; starts without torch, but "
                          "computes more slowly), torch, or auto (default: opencv on the CPU for "
-                         f"at most {engines.OPENCV_MAX_INPUT_PIXELS:,} input pixels in all, no "
-                         "video, when it runs every layer of the net; else torch)")
+                         "work up to one 4K photo's, no video, when it runs every layer of the "
+                         "net; else torch)")
     command.set_defaults(run=run_predict)
 
 
@@ -294,7 +294,7 @@ def run_predict(args):
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
     engine = engines.engine_for(args.engine, predict.input_pixels(
-        paths, engines.OPENCV_MAX_INPUT_PIXELS))
+        paths, engines.OPENCV_MAX_WORK_PIXELS), len(paths))
     model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration}; {model.engine} engine)")

@@ -7,18 +7,22 @@ from runner.errors import UserError
 
 ENGINES = ("auto", "torch", "opencv")
 DEFAULT_ENGINE = "auto"
-# The input pixels in all up to which `auto` takes OpenCV. OpenCV's net takes about twice
-# torch's CPU per pixel (0.50 against 0.25 s for a 960x540 FSRCNN plane, one thread, measured
-# interleaved), while `import torch` costs 1 to 5 s of CPU: up to a 1080p photo the import is
-# the larger cost (that photo, whole process: 3.52 against 3.79 s), beyond it the net.
-OPENCV_MAX_INPUT_PIXELS = 1920 * 1080
+# What `auto` weighs, measured whole-process at 2 threads on an idle machine, interleaved: with
+# Winograd's 3x3 convolutions OpenCV's net takes about 1.2x torch's time per pixel, and each
+# file about 0.04 s more (a new size re-plans its layers), while `import torch` costs 1 to 5 s
+# of CPU. A 4K photo took 6.3 s by OpenCV against 6.9 s by torch (430 against 640 MiB), Set14's
+# 14 files 3.2 against 4.1 s, BSD100's 100 files 16.6 against 12.3 s. So OpenCV takes work up
+# to one 4K photo, counting each file as FILE_PIXELS input pixels more than it has.
+FILE_PIXELS = 512 * 512
+OPENCV_MAX_WORK_PIXELS = 3840 * 2160 + FILE_PIXELS
 
 
-def engine_for(engine, input_pixels):
-    """The engine to load for work of `input_pixels` input pixels in all (None: unknown, or a
-    video's frames): `auto` becomes torch beyond OPENCV_MAX_INPUT_PIXELS; any other choice
-    stands."""
-    if engine == "auto" and (input_pixels is None or input_pixels > OPENCV_MAX_INPUT_PIXELS):
+def engine_for(engine, input_pixels, files=1):
+    """The engine to load for `files` files of `input_pixels` input pixels in all (None:
+    unknown, or a video's frames): `auto` becomes torch beyond OPENCV_MAX_WORK_PIXELS; any
+    other choice stands."""
+    if engine == "auto" and (input_pixels is None
+                             or input_pixels + files * FILE_PIXELS > OPENCV_MAX_WORK_PIXELS):
         return "torch"
     return engine
 
