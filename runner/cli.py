@@ -278,8 +278,8 @@ def add_predict(command):
     command.add_argument("--engine", choices=engines.ENGINES, default=engines.DEFAULT_ENGINE,
                          help="what computes the net: opencv (CPU; starts without torch, but "
                          "computes more slowly), torch, or auto (default: opencv on the CPU for "
-                         "work up to one 4K photo's, no video, when it runs every layer of the "
-                         "net; else torch)")
+                         f"at most {engines.OPENCV_MAX_INPUT_PIXELS:,} input pixels in all per "
+                         "process, no video, when it runs every layer of the net; else torch)")
     command.set_defaults(run=run_predict)
 
 
@@ -287,14 +287,17 @@ def run_predict(args):
     from tqdm import tqdm
 
     from runner import predict
+    from runner.config import memory
     from runner.infer import engines
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise UserError("--quality", f"must be 1 to 100, got {args.quality}")
     paths = predict.collect_inputs(args.inputs)
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
+    memory.keep_freed_memory()
+    processes = min(args.jobs, len(paths))
     engine = engines.engine_for(args.engine, predict.input_pixels(
-        paths, engines.OPENCV_MAX_WORK_PIXELS), len(paths))
+        paths, engines.OPENCV_MAX_INPUT_PIXELS * processes), processes)
     model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration}; {model.engine} engine)")

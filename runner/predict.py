@@ -283,7 +283,9 @@ _worker_model = None
 
 def _load_worker(model_path, device, scale, engine, threads):
     global _worker_model
+    from runner.config import memory
     from runner.infer import engines
+    memory.keep_freed_memory()
     _worker_model = engines.load_for_inference(model_path, device, scale, engine)
     _worker_model.use_threads(threads)
 

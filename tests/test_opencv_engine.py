@@ -140,22 +140,20 @@ def test_predict_by_default_imports_no_torch_and_writes_torchs_png(tmp_path):
 
 
 def test_auto_takes_torch_for_large_work_and_videos():
-    # OpenCV's net is slower per pixel and per file: it pays only where torch's import is the
-    # larger cost, up to one 4K photo's work
-    bsd100 = sorted((datasets.data_root() / "BSD100").iterdir())
-    pixels = predict.input_pixels(bsd100, limit=10 ** 9)
+    # OpenCV's net is slower per pixel: it pays where torch's import, paid in every process,
+    # is the larger cost
+    set14 = sorted((datasets.data_root() / "Set14").iterdir())
+    pixels = predict.input_pixels(set14, limit=10 ** 9)
     assert pixels == sum(height * width for height, width
-                         in (cv2.imread(str(path)).shape[:2] for path in bsd100))
-    assert predict.input_pixels(bsd100, limit=1) < pixels       # counting stops past the limit
+                         in (cv2.imread(str(path)).shape[:2] for path in set14))
+    assert predict.input_pixels(set14, limit=1) < pixels       # counting stops past the limit
     assert predict.input_pixels([BUTTERFLY, ROOT / "clip.mp4"], limit=10 ** 9) is None
     assert predict.input_pixels([ROOT / "absent.png"], limit=10 ** 9) is None
-    assert engines.engine_for("auto", pixels, len(bsd100)) == "torch"
-    set14 = sorted((datasets.data_root() / "Set14").iterdir())
-    assert engines.engine_for("auto", predict.input_pixels(set14, 10 ** 9), len(set14)) == "auto"
-    four_k = 3840 * 2160
-    assert [engines.engine_for("auto", count) for count in (1, four_k, four_k + 1, None)] == \
+    assert engines.engine_for("auto", pixels) == "auto"
+    limit = engines.OPENCV_MAX_INPUT_PIXELS
+    assert [engines.engine_for("auto", count) for count in (1, limit, limit + 1, None)] == \
         ["auto", "auto", "torch", "torch"]
-    assert engines.engine_for("auto", four_k, files=2) == "torch"   # each file costs more
+    assert engines.engine_for("auto", limit + 1, processes=2) == "auto"
     assert [engines.engine_for(name, None) for name in ("torch", "opencv")] == \
         ["torch", "opencv"]
 

@@ -8,21 +8,21 @@ from runner.errors import UserError
 ENGINES = ("auto", "torch", "opencv")
 DEFAULT_ENGINE = "auto"
 # What `auto` weighs, measured whole-process at 2 threads on an idle machine, interleaved: with
-# Winograd's 3x3 convolutions OpenCV's net takes about 1.2x torch's time per pixel, and each
-# file about 0.04 s more (a new size re-plans its layers), while `import torch` costs 1 to 5 s
-# of CPU. A 4K photo took 6.3 s by OpenCV against 6.9 s by torch (430 against 640 MiB), Set14's
-# 14 files 3.2 against 4.1 s, BSD100's 100 files 16.6 against 12.3 s. So OpenCV takes work up
-# to one 4K photo, counting each file as FILE_PIXELS input pixels more than it has.
-FILE_PIXELS = 512 * 512
-OPENCV_MAX_WORK_PIXELS = 3840 * 2160 + FILE_PIXELS
+# Winograd's 3x3 convolutions and freed memory kept (runner/config/memory.py) OpenCV's net takes
+# about 0.09 s more than torch's per million input pixels, while `import torch` costs 1 to 5 s
+# of CPU in every process that computes. A 4K photo took 6.1 s by OpenCV against 6.9 s by
+# torch (490 against 640 MiB), BSD100's 100 files (15.4 million pixels) 10.2 against 10.8 s,
+# and 8.4 against 10.2 s with `--jobs 2`. So OpenCV takes up to about that many pixels per
+# process.
+OPENCV_MAX_INPUT_PIXELS = 4096 * 4096
 
 
-def engine_for(engine, input_pixels, files=1):
-    """The engine to load for `files` files of `input_pixels` input pixels in all (None:
-    unknown, or a video's frames): `auto` becomes torch beyond OPENCV_MAX_WORK_PIXELS; any
-    other choice stands."""
+def engine_for(engine, input_pixels, processes=1):
+    """The engine to load for work of `input_pixels` input pixels in all (None: unknown, or a
+    video's frames, whose throughput torch's faster net wins) shared by `processes` processes:
+    `auto` becomes torch beyond OPENCV_MAX_INPUT_PIXELS per process; any other choice stands."""
     if engine == "auto" and (input_pixels is None
-                             or input_pixels + files * FILE_PIXELS > OPENCV_MAX_WORK_PIXELS):
+                             or input_pixels > OPENCV_MAX_INPUT_PIXELS * processes):
         return "torch"
     return engine
 
