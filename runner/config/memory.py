@@ -5,6 +5,9 @@ datasets in `runner/files/`, a net's weights and one batch's activations in the 
 The machine's physical memory, lowered by a container's cgroup limit and by `ulimit -v` /
 `ulimit -d`: whatever exceeds it can never be allocated here, so asking for it is the file's
 mistake, said in one line, rather than a minute of swapping and the OOM killer.
+
+`keep_freed_memory` sets what the process keeps of the large blocks it frees, for inference's
+working sets of one size after another.
 """
 import os
 import resource
