@@ -6,6 +6,7 @@ Each sweep runs as its own `runner sweep` process, as a user runs it (its trials
 from it, which is safe only where no torch computation has run before: not in this process).
 """
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -278,6 +279,40 @@ def test_two_workers_share_one_study(tmp_path, storage):
     ran = [output.count(": started") for output in outputs]
     assert sum(ran) == 4
     assert len({t.user_attrs["worker"] for t in trials}) == sum(count > 0 for count in ran)
+
+
+CLAIMER = """
+import json, sys, time
+import optuna
+from runner.sweep import study
+storage = study.open_storage(sys.argv[1])
+study_id = storage.get_study_id_from_name("race")
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))     # all claimers start together
+taken = []
+for number in range(int(sys.argv[3])):
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    try:
+        if storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING):
+            taken.append(number)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+print(json.dumps(taken))
+"""
+
+
+def test_workers_claiming_at_once_take_each_trial_once(tmp_path, storage):
+    """Three processes race to take the same 200 queued trials through our storage: each is
+    taken exactly once. (pysqlite's late BEGIN let two workers both take a trial, now and
+    then, which failed the test above.)"""
+    url = storage or sweep_study.default_storage(tmp_path)
+    study = optuna.create_study(study_name="race", storage=sweep_study.open_storage(url))
+    queued = 200
+    for number in range(queued):
+        study.enqueue_trial({"x": number}, skip_if_exists=False)
+    at = str(time.time() + 4)
+    claimers = [start([sys.executable, "-c", CLAIMER, url, at, str(queued)]) for _ in range(3)]
+    taken = [number for process in claimers for number in json.loads(finish(process))]
+    assert sorted(taken) == list(range(queued))
 
 
 # ---------------------------------------------------------------------------- pruning and TPE

@@ -5,9 +5,9 @@ A trial has a slot (its grid point, or its first TPE trial's number) and a folde
 it. Optuna trials never restart, so a slot may take several: an interrupted trial is marked
 failed with `interrupted_at`, and a continuation (same slot and parameters) is queued; the
 worker that takes it resumes the slot's run from its newest snapshot. Two workers never take
-the same trial: a queued trial is taken by the storage's atomic WAITING -> RUNNING change,
-and a stale one (its worker gone) is continued only by the worker whose change of it to
-FAIL succeeded. A worker is gone when its heartbeat is older than GRACE_SECONDS, or at once
+the same trial: a queued trial is taken by the storage's atomic WAITING -> RUNNING change
+(atomic on SQLite too: its transactions begin holding the write lock), and a stale one (its
+worker gone) is continued only by the worker whose change of it to FAIL succeeded. A worker is gone when its heartbeat is older than GRACE_SECONDS, or at once
 when it ran on this machine and its process has ended.
 """
 import os
@@ -16,6 +16,7 @@ import time
 import warnings
 
 import optuna
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -59,19 +60,32 @@ def worker_id():
 
 def open_storage(url):
     """Optuna's RDBStorage at `url` with heartbeats, or a one-line UserError."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else \
+    sqlite = url.startswith("sqlite")
+    # pysqlite left to begin its own transactions would begin them late (see begin_immediately)
+    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else \
         {"pool_pre_ping": True}
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            return quietly(lambda: optuna.storages.RDBStorage(
+            storage = quietly(lambda: optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=queue_continuation))
+            if sqlite:
+                sqlalchemy.event.listen(storage.engine, "begin", begin_immediately)
+            return storage
         except Exception as error:   # SQLAlchemy's and the drivers' errors have no common base
             if not is_creation_race(error):
                 raise UserError(shown(url), "cannot open the study storage "
                                 f"({first_line(error)})") from None
             time.sleep(0.5 * (attempt + 1))
     raise UserError(shown(url), "cannot create the study storage's tables")
+
+
+def begin_immediately(connection):
+    """Begin each SQLite transaction holding the database's write lock. Optuna claims a queued
+    trial by reading it WAITING and writing RUNNING under SELECT ... FOR UPDATE, which SQLite
+    ignores, and pysqlite begins a transaction only at its first write: two workers could both
+    read WAITING and both take the trial. (SQLAlchemy's documented recipe for pysqlite.)"""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def is_creation_race(error):
