@@ -297,7 +297,7 @@ def run_predict(args):
     memory.keep_freed_memory()
     processes = min(args.jobs, len(paths))
     engine = engines.engine_for(args.engine, predict.input_pixels(
-        paths, engines.OPENCV_MAX_INPUT_PIXELS * processes), processes)
+        paths, engines.opencv_pixel_limit(processes)), processes)
     model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration}; {model.engine} engine)")

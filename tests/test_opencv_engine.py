@@ -154,6 +154,7 @@ def test_auto_takes_torch_for_large_work_and_videos():
     assert [engines.engine_for("auto", count) for count in (1, limit, limit + 1, None)] == \
         ["auto", "auto", "torch", "torch"]
     assert engines.engine_for("auto", limit + 1, processes=2) == "auto"
+    assert engines.engine_for("auto", engines.opencv_pixel_limit(2) + 1, processes=2) == "torch"
     assert [engines.engine_for(name, None) for name in ("torch", "opencv")] == \
         ["torch", "opencv"]
 

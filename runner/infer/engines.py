@@ -17,12 +17,17 @@ DEFAULT_ENGINE = "auto"
 OPENCV_MAX_INPUT_PIXELS = 4096 * 4096
 
 
+def opencv_pixel_limit(processes=1):
+    """The most input pixels in all that `auto` gives OpenCV's engine in `processes` processes."""
+    return OPENCV_MAX_INPUT_PIXELS * processes
+
+
 def engine_for(engine, input_pixels, processes=1):
     """The engine to load for work of `input_pixels` input pixels in all (None: unknown, or a
     video's frames, whose throughput torch's faster net wins) shared by `processes` processes:
-    `auto` becomes torch beyond OPENCV_MAX_INPUT_PIXELS per process; any other choice stands."""
+    `auto` becomes torch beyond opencv_pixel_limit(processes); any other choice stands."""
     if engine == "auto" and (input_pixels is None
-                             or input_pixels > OPENCV_MAX_INPUT_PIXELS * processes):
+                             or input_pixels > opencv_pixel_limit(processes)):
         return "torch"
     return engine
 
