@@ -328,6 +328,27 @@ def test_video_round_trip(tmp_path, model_file, capfd):
     assert files_in(tmp_path / "out") == [output.name]
 
 
+def test_video_frames_side_by_side_match_one_at_a_time(tmp_path, model_file):
+    """Torch's model on two threads takes two frames at once, each on one thread: the video is
+    byte for byte the one written a frame at a time on one thread (so in order), and the
+    model's threads are its own again afterwards."""
+    from runner.infer import video
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, frames=9)
+    model = engines.load_for_inference(model_file, engine="torch")
+    written = {}
+    for threads in (1, 2):
+        model.use_threads(threads)
+        assert video.frames_at_once(model) == threads
+        written[threads] = tmp_path / f"threads_{threads}.mp4"
+        assert video.predict_video(model, clip, written[threads], progress=False).frames == 9
+        assert model.threads() == threads
+    assert written[1].read_bytes() == written[2].read_bytes()
+    opencv = engines.load_for_inference(model_file, engine="opencv")
+    opencv.use_threads(2)
+    assert video.frames_at_once(opencv) == 1      # one cv2.dnn.Net: one forward at a time
+
+
 # --------------------------------------------------------------------------- which model
 
 def test_default_model_is_the_newest_snapshot_of_the_default_run(tmp_path, model_file, capfd,

@@ -191,6 +191,10 @@ class InferenceModel:
     path: Path
     iteration: int
 
+    # whether `run` may be called from several threads at once (a video's frames then go
+    # through the net side by side)
+    concurrent_runs = False
+
     @property
     def upsamples_first(self):
         """True for an SRCNN-style net: its input is the bicubic-upscaled image."""

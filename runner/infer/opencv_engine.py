@@ -163,11 +163,16 @@ class OpenCVModel(deploy.InferenceModel):
 
     engine = ENGINE
     device = "cpu"
+    concurrent_runs = False     # a cv2.dnn.Net holds its blobs: one forward pass at a time
 
     @staticmethod
     def use_threads(count):
         """Compute on `count` threads: OpenCV's (the net, colour, resizing)."""
         cv2.setNumThreads(count)
+
+    @staticmethod
+    def threads():
+        return cv2.getNumThreads()
 
     def forward(self, plane):
         return self.net(plane)

@@ -49,6 +49,15 @@ class TorchModel(deploy.InferenceModel):
         torch.set_num_threads(count)
         cv2.setNumThreads(count)
 
+    @staticmethod
+    def threads():
+        return torch.get_num_threads()
+
+    @property
+    def concurrent_runs(self):
+        # a forward pass keeps its blobs to itself; on a GPU, frames side by side gain nothing
+        return self.device.type == "cpu"
+
     @torch.no_grad()
     def forward(self, plane):
         tensor = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None, None]

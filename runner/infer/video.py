@@ -1,10 +1,15 @@
 """`runner predict clip.mp4`: a video super-resolved frame by frame, same fps and frame count.
 
 OpenCV reads the frames (BGR) and writes an MPEG-4 (`mp4v`) video; each frame goes through
-predict's colour pipeline. Three stages overlap: a thread decodes the next frame while this one
-is super-resolved, and another quantizes and encodes the previous one (OpenCV's codecs let other
-threads run meanwhile). The video is written under a temporary name and renamed when the last
-frame is in, so a failure never leaves a truncated video behind.
+predict's colour pipeline. The work overlaps: while frames are super-resolved, the next one is
+decoded and the previous one quantized and encoded in a thread of its own (OpenCV's codecs and
+torch's ops let other threads run meanwhile). Where the engine allows it (torch on the CPU),
+the model's threads each take a whole frame, every op of it on one thread: frames side by side
+need no barrier between threads, where a frame's ops split over the threads stall at every one
+of them whenever the encoder holds a core (2 cores, 640x360 at x3: FSRCNN-s 22 to 24 against
+17 frames/s, FSRCNN 12 to 13 against 10 to 11, the same bytes out). The video is written under a
+temporary name and renamed when the last frame is in, so a failure never leaves a truncated
+video behind.
 """
 import collections
 from concurrent.futures import ThreadPoolExecutor
@@ -88,24 +93,42 @@ def predict_video(model, path, out_path, tile_size=tile_sizes.DEFAULT_TILE_SIZE,
     return VideoResult(Path(out_path), frames, fps)
 
 
-def _encode(writer, parts):
-    writer.write(np.concatenate([picture.to_array(part) for _, part in parts]))
+def _super_resolved(model, frame, path, tile_size):
+    """One frame super-resolved, as the 8-bit BGR array the writer takes."""
+    parts = colour.bands(model, picture.from_array(frame, path), tile_size)
+    return np.concatenate([picture.to_array(part) for _, part in parts])
+
+
+def frames_at_once(model):
+    """How many frames go through the net side by side: one per thread the model computes on,
+    where its engine can run from several threads at once; else one."""
+    return model.threads() if model.concurrent_runs else 1
 
 
 def _pipeline(model, path, capture, frame, writer, tile_size, bar):
-    """Super-resolve `frame` and every frame after it into `writer`, decoding and encoding in
-    threads of their own; returns the number of frames."""
-    frames, encoding = 0, collections.deque()
-    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as encoder:
-        while frame is not None:
-            upcoming = reader.submit(_read, capture)
-            parts = list(colour.bands(model, picture.from_array(frame, path), tile_size))
-            encoding.append(encoder.submit(_encode, writer, parts))
-            if len(encoding) > 1:
-                encoding.popleft().result()
-            frames += 1
-            bar.update()
-            frame = upcoming.result()
-        for done in encoding:
-            done.result()
+    """Super-resolve `frame` and every frame after it into `writer`, in order: frames_at_once
+    in flight (plus one decoded ahead), the newest result encoded in a thread of its own;
+    returns the number of frames."""
+    side_by_side = frames_at_once(model)
+    threads = model.threads()
+    if side_by_side > 1:
+        model.use_threads(1)
+    frames, pending, encoding = 0, collections.deque(), None
+    try:
+        with ThreadPoolExecutor(side_by_side) as workers, ThreadPoolExecutor(1) as encoder:
+            while frame is not None or pending:
+                while frame is not None and len(pending) <= side_by_side:
+                    pending.append(workers.submit(_super_resolved, model, frame, path,
+                                                  tile_size))
+                    frame = _read(capture)
+                result = pending.popleft().result()
+                if encoding is not None:
+                    encoding.result()
+                encoding = encoder.submit(writer.write, result)
+                frames += 1
+                bar.update()
+            if encoding is not None:
+                encoding.result()
+    finally:
+        model.use_threads(threads)
     return frames
