@@ -279,7 +279,9 @@ def add_predict(command):
                          help="what computes the net: opencv (CPU; starts without torch, but "
                          "computes more slowly), torch, or auto (default: opencv on the CPU for "
                          f"at most {engines.OPENCV_MAX_INPUT_PIXELS:,} input pixels in all per "
-                         "process, no video, when it runs every layer of the net; else torch)")
+                         f"process, {engines.OPENCV_MAX_SIDE_BY_SIDE_PIXELS:,} where torch would "
+                         "take several inputs side by side, no video, when it runs every layer "
+                         "of the net; else torch)")
     command.set_defaults(run=run_predict)
 
 
@@ -295,14 +297,15 @@ def run_predict(args):
     model_path, why = ((Path(args.model), "--model") if args.model
                        else predict.default_model())
     memory.keep_freed_memory()
+    options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
+                              args.degradation, args.jobs, args.threads, args.max_pixels)
     processes = min(args.jobs, len(paths))
+    side_by_side = len(paths) > processes and options.threads_per_job() > 1
     engine = engines.engine_for(args.engine, predict.input_pixels(
-        paths, engines.opencv_pixel_limit(processes)), processes)
+        paths, engines.opencv_pixel_limit(processes, side_by_side)), processes, side_by_side)
     model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration}; {model.engine} engine)")
-    options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
-                              args.degradation, args.jobs, args.threads, args.max_pixels)
     jobs = predict.plan(paths, model, args.out, args.degrade, options)
     for job, result in predict.run(jobs, model, options):
         if job.kind == "degrade":

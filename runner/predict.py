@@ -22,8 +22,10 @@ would decode to gigabytes is refused without decoding it.
 Speed: an image goes through the net band by band and each band is converted and encoded in a
 thread of its own while the net computes the next (runner/infer/colour.py,
 runner/imaging/writers.py; an image of at most 512x512 pixels goes through whole, where tiles
-cost more than they save: runner/infer/tile_sizes.py); the next image is read and decoded in another thread meanwhile; with
-`jobs` > 1, that many processes share the inputs and the threads. This module imports the
+cost more than they save: runner/infer/tile_sizes.py). Several inputs go side by side, one per
+thread, where the engine allows it (runner/infer/side_by_side.py), else one at a time with the
+next image read and decoded in another thread meanwhile; with `jobs` > 1, that many processes
+share the inputs and the threads. This module imports the
 floors that compute only when it runs, so that `runner predict --help` starts at once.
 """
 import glob
@@ -272,10 +274,19 @@ def _read_ahead(jobs, options):
 
 
 def _in_this_process(jobs, model, options, progress):
+    """Each job, in order: several side by side where the engine allows it (each one reads its
+    own input meanwhile), else one at a time with the next image read ahead."""
+    from runner.infer import side_by_side
     if options.threads:         # else the process's own settings (OMP_NUM_THREADS) stand
         model.use_threads(options.threads)
-    for job, picture_of in _read_ahead(jobs, options):
-        yield job, _run_one(model, job, options, picture_of(), progress)
+    with side_by_side.one_thread_each(model, len(jobs)) as at_once:
+        if at_once > 1:
+            def run_one(job):
+                return _run_one(model, job, options, _checked_picture(job, options))
+            yield from zip(jobs, side_by_side.in_order(run_one, jobs, at_once))
+            return
+        for job, picture_of in _read_ahead(jobs, options):
+            yield job, _run_one(model, job, options, picture_of(), progress)
 
 
 _worker_model = None

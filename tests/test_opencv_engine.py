@@ -155,6 +155,11 @@ def test_auto_takes_torch_for_large_work_and_videos():
         ["auto", "auto", "torch", "torch"]
     assert engines.engine_for("auto", limit + 1, processes=2) == "auto"
     assert engines.engine_for("auto", engines.opencv_pixel_limit(2) + 1, processes=2) == "torch"
+    # several inputs on several threads: torch takes them side by side, and wins sooner
+    side_by_side_limit = engines.opencv_pixel_limit(side_by_side=True)
+    assert side_by_side_limit < limit
+    assert [engines.engine_for("auto", count, side_by_side=True) for count in
+            (side_by_side_limit, side_by_side_limit + 1)] == ["auto", "torch"]
     assert [engines.engine_for(name, None) for name in ("torch", "opencv")] == \
         ["torch", "opencv"]
 

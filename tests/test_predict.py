@@ -218,19 +218,28 @@ def test_jpg_and_webp_outputs_at_a_quality(tmp_path, model_file, capfd):
                           "--quality", "1 to 100")
 
 
-def test_jobs_share_a_folder_and_write_what_one_process_writes(tmp_path, model_file, capfd):
+def test_jobs_and_side_by_side_write_what_one_at_a_time_writes(tmp_path, model_file, capfd):
+    """A folder one image at a time on one thread, in two processes, and side by side in one
+    (torch's engine on two threads): the same files, reported in the inputs' order."""
     sources = tmp_path / "in"
     sources.mkdir()
-    for seed in range(3):
+    for seed in range(5):
         cv2.imwrite(str(sources / f"image{seed}.png"), smooth_image(30, 20 + seed, 3, seed=seed))
-    for jobs in (1, 2):
+    ways = {"alone": ["--engine", "torch", "--threads", "1"],
+            "jobs": ["--engine", "torch", "--jobs", "2"],
+            "side_by_side": ["--engine", "torch", "--threads", "2"]}
+    for name, flags in ways.items():
         result = run_main(capfd, "predict", sources, "--model", model_file, "--out",
-                          tmp_path / f"jobs{jobs}", "--jobs", jobs)
+                          tmp_path / name, *flags)
         assert result.returncode == 0, result.stderr
-    assert files_in(tmp_path / "jobs2") == files_in(tmp_path / "jobs1")
-    for name in files_in(tmp_path / "jobs1"):
-        np.testing.assert_array_equal(written(tmp_path / "jobs2" / name),
-                                      written(tmp_path / "jobs1" / name))
+        reported = [line.split(" -> ")[0] for line in result.stdout.splitlines()
+                    if " -> " in line]
+        assert reported == [str(sources / f"image{seed}.png") for seed in range(5)]
+    for name in ways:
+        assert files_in(tmp_path / name) == files_in(tmp_path / "alone")
+        for file in files_in(tmp_path / "alone"):
+            np.testing.assert_array_equal(written(tmp_path / name / file),
+                                          written(tmp_path / "alone" / file))
 
 
 def test_grayscale_rgba_16bit_and_cmyk_inputs(tmp_path, model):
@@ -332,21 +341,21 @@ def test_video_frames_side_by_side_match_one_at_a_time(tmp_path, model_file):
     """Torch's model on two threads takes two frames at once, each on one thread: the video is
     byte for byte the one written a frame at a time on one thread (so in order), and the
     model's threads are its own again afterwards."""
-    from runner.infer import video
+    from runner.infer import side_by_side, video
     clip = tmp_path / "clip.mp4"
     write_video(clip, frames=9)
     model = engines.load_for_inference(model_file, engine="torch")
     written = {}
     for threads in (1, 2):
         model.use_threads(threads)
-        assert video.frames_at_once(model) == threads
+        assert side_by_side.count(model) == threads
         written[threads] = tmp_path / f"threads_{threads}.mp4"
         assert video.predict_video(model, clip, written[threads], progress=False).frames == 9
         assert model.threads() == threads
     assert written[1].read_bytes() == written[2].read_bytes()
     opencv = engines.load_for_inference(model_file, engine="opencv")
     opencv.use_threads(2)
-    assert video.frames_at_once(opencv) == 1      # one cv2.dnn.Net: one forward at a time
+    assert side_by_side.count(opencv) == 1      # one cv2.dnn.Net: one forward at a time
 
 
 # --------------------------------------------------------------------------- which model

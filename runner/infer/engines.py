@@ -15,19 +15,28 @@ DEFAULT_ENGINE = "auto"
 # and 8.4 against 10.2 s with `--jobs 2`. So OpenCV takes up to about that many pixels per
 # process.
 OPENCV_MAX_INPUT_PIXELS = 4096 * 4096
+# Several inputs to a process that computes on several threads: torch's model takes them side
+# by side, one per thread (runner/infer/side_by_side.py), which OpenCV's cannot. Measured the
+# same way, torch then wins from about 8.6 million input pixels in all: BSD100's 15.4 million
+# took 10.2 against OpenCV's 11.7 s, Set14's 3.2 million 3.8 against 2.7 s, Set5's 0.57 million
+# 2.3 against 0.8 s.
+OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 4096 * 2048
 
 
-def opencv_pixel_limit(processes=1):
-    """The most input pixels in all that `auto` gives OpenCV's engine in `processes` processes."""
-    return OPENCV_MAX_INPUT_PIXELS * processes
+def opencv_pixel_limit(processes=1, side_by_side=False):
+    """The most input pixels in all that `auto` gives OpenCV's engine in `processes` processes,
+    each taking its inputs one at a time or (`side_by_side`) several at once."""
+    return (OPENCV_MAX_SIDE_BY_SIDE_PIXELS if side_by_side
+            else OPENCV_MAX_INPUT_PIXELS) * processes
 
 
-def engine_for(engine, input_pixels, processes=1):
+def engine_for(engine, input_pixels, processes=1, side_by_side=False):
     """The engine to load for work of `input_pixels` input pixels in all (None: unknown, or a
     video's frames, whose throughput torch's faster net wins) shared by `processes` processes:
-    `auto` becomes torch beyond opencv_pixel_limit(processes); any other choice stands."""
-    if engine == "auto" and (input_pixels is None
-                             or input_pixels > opencv_pixel_limit(processes)):
+    `auto` becomes torch beyond opencv_pixel_limit(processes, side_by_side); any other choice
+    stands."""
+    if engine == "auto" and (input_pixels is None or
+                             input_pixels > opencv_pixel_limit(processes, side_by_side)):
         return "torch"
     return engine
 

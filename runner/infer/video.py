@@ -1,17 +1,15 @@
 """`runner predict clip.mp4`: a video super-resolved frame by frame, same fps and frame count.
 
 OpenCV reads the frames (BGR) and writes an MPEG-4 (`mp4v`) video; each frame goes through
-predict's colour pipeline. The work overlaps: while frames are super-resolved, the next one is
-decoded and the previous one quantized and encoded in a thread of its own (OpenCV's codecs and
-torch's ops let other threads run meanwhile). Where the engine allows it (torch on the CPU),
-the model's threads each take a whole frame, every op of it on one thread: frames side by side
-need no barrier between threads, where a frame's ops split over the threads stall at every one
-of them whenever the encoder holds a core (2 cores, 640x360 at x3: FSRCNN-s 22 to 24 against
-17 frames/s, FSRCNN 12 to 13 against 10 to 11, the same bytes out). The video is written under a
-temporary name and renamed when the last frame is in, so a failure never leaves a truncated
-video behind.
+predict's colour pipeline. The work overlaps: frames go through the net side by side where the
+engine allows it (runner/infer/side_by_side.py: FSRCNN-s at x3 on 640x360 frames, 2 cores, 22 to
+24 against 17 frames/s with a frame's ops split over the threads; FSRCNN 12 to 13 against 10 to
+11; the same bytes out), while the next frame is decoded and the previous one quantized and
+encoded in a thread of its own (OpenCV's codecs let other threads run meanwhile). The video is
+written under a temporary name and renamed when the last frame is in, so a failure never leaves
+a truncated video behind.
 """
-import collections
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from runner.errors import UserError
 from runner.files import outputs
 from runner.imaging import picture
 from runner.imaging.images import native_stderr_silenced
-from runner.infer import colour, tile_sizes
+from runner.infer import colour, side_by_side, tile_sizes
 
 FOURCC = "mp4v"
 # Some containers do not record a frame rate (OpenCV reports 0): write those at this one.
@@ -93,42 +91,34 @@ def predict_video(model, path, out_path, tile_size=tile_sizes.DEFAULT_TILE_SIZE,
     return VideoResult(Path(out_path), frames, fps)
 
 
-def _super_resolved(model, frame, path, tile_size):
+def _frames(capture, first):
+    """`first`, then each frame `capture` decodes after it."""
+    frame = first
+    while frame is not None:
+        yield frame
+        frame = _read(capture)
+
+
+def _super_resolved(frame, model, path, tile_size):
     """One frame super-resolved, as the 8-bit BGR array the writer takes."""
     parts = colour.bands(model, picture.from_array(frame, path), tile_size)
     return np.concatenate([picture.to_array(part) for _, part in parts])
 
 
-def frames_at_once(model):
-    """How many frames go through the net side by side: one per thread the model computes on,
-    where its engine can run from several threads at once; else one."""
-    return model.threads() if model.concurrent_runs else 1
-
-
 def _pipeline(model, path, capture, frame, writer, tile_size, bar):
-    """Super-resolve `frame` and every frame after it into `writer`, in order: frames_at_once
-    in flight (plus one decoded ahead), the newest result encoded in a thread of its own;
-    returns the number of frames."""
-    side_by_side = frames_at_once(model)
-    threads = model.threads()
-    if side_by_side > 1:
-        model.use_threads(1)
-    frames, pending, encoding = 0, collections.deque(), None
-    try:
-        with ThreadPoolExecutor(side_by_side) as workers, ThreadPoolExecutor(1) as encoder:
-            while frame is not None or pending:
-                while frame is not None and len(pending) <= side_by_side:
-                    pending.append(workers.submit(_super_resolved, model, frame, path,
-                                                  tile_size))
-                    frame = _read(capture)
-                result = pending.popleft().result()
-                if encoding is not None:
-                    encoding.result()
-                encoding = encoder.submit(writer.write, result)
-                frames += 1
-                bar.update()
+    """Super-resolve `frame` and every frame after it into `writer`, in order, frames side by
+    side (runner/infer/side_by_side.py), each result encoded in a thread of its own while the
+    next ones compute; returns the number of frames."""
+    frames, encoding = 0, None
+    with side_by_side.one_thread_each(model) as at_once, ThreadPoolExecutor(1) as encoder:
+        compute = functools.partial(_super_resolved, model=model, path=path,
+                                    tile_size=tile_size)
+        for result in side_by_side.in_order(compute, _frames(capture, frame), at_once):
             if encoding is not None:
                 encoding.result()
-    finally:
-        model.use_threads(threads)
+            encoding = encoder.submit(writer.write, result)
+            frames += 1
+            bar.update()
+        if encoding is not None:
+            encoding.result()
     return frames
