@@ -25,8 +25,8 @@ runner/imaging/writers.py; an image of at most 512x512 pixels goes through whole
 cost more than they save: runner/infer/tile_sizes.py). Several inputs go side by side, one per
 thread, where the engine allows it (runner/infer/side_by_side.py), else one at a time with the
 next image read and decoded in another thread meanwhile; with `jobs` > 1, that many processes
-share the inputs and the threads. This module imports the
-floors that compute only when it runs, so that `runner predict --help` starts at once.
+share the inputs and the threads. This module imports the floors that compute only when it
+runs, so that `runner predict --help` starts at once.
 """
 import glob
 import os
