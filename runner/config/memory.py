@@ -64,17 +64,27 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 KEPT_BLOCK_BYTES = 256 << 20
 
 
-def keep_freed_memory():
-    """Have glibc's malloc keep the large blocks this process frees for its next allocations.
-    By default each block over 32 MiB is mapped on its own and unmapped when freed, so the
-    next one faults every page in anew: a net's 56-channel activations on a whole 481x321
-    image are 35 MB each, and OpenCV's engine spent a third of its CPU in the kernel that way
-    (0.65 of 2.0 s for ten such images). Peak memory stays that of the largest working set.
-    Does nothing where the C library is not glibc."""
+def glibc():
+    """The C library through ctypes where it is glibc, whose malloc the settings here tune;
+    else None (macOS, musl)."""
     import ctypes
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version      # glibc's own: absent elsewhere
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def keep_freed_memory(kept_block_bytes=KEPT_BLOCK_BYTES):
+    """Have glibc's malloc keep the large blocks this process frees, up to `kept_block_bytes`
+    each, for its next allocations. By default each block over 32 MiB is mapped on its own and
+    unmapped when freed, so the next one faults every page in anew: a net's 56-channel
+    activations on a whole 481x321 image are 35 MB each, and OpenCV's engine spent a third of
+    its CPU in the kernel that way (0.65 of 2.0 s for ten such images). Peak memory stays that
+    of the largest working set. Does nothing where the C library is not glibc."""
+    libc = glibc()
+    if libc is None:
         return
-    mallopt(_M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)
-    mallopt(_M_TRIM_THRESHOLD, 2 * KEPT_BLOCK_BYTES)
+    libc.mallopt(_M_MMAP_THRESHOLD, kept_block_bytes)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2 * kept_block_bytes)

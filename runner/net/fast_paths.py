@@ -32,14 +32,14 @@ import ctypes
 import torch
 import torch.nn.functional as F
 
+from runner.config import memory
 from runner.net import subpixel
 
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+# glibc mallopt parameter (malloc.h)
 _M_ARENA_MAX = -8
-# Blocks up to this size come from (and go back to) the heap, not mmap: a 512x512 tile's
-# largest FSRCNN activation (56 channels) is 59 MB.
+# Blocks up to this size come from (and go back to) the heap, not mmap (runner/config/memory.py):
+# a 512x512 tile's largest FSRCNN activation (56 channels) is 59 MB, and the huge-page block
+# below must come from the heap too.
 _KEPT_BLOCK_BYTES = 1 << 30
 # madvise (sys/mman.h, Linux); the heap advised for huge pages (address space only: pages are
 # backed when first written), more than a 512x512 tile's FSRCNN activations (about 200 MB)
@@ -130,12 +130,10 @@ def keep_freed_memory():
     if _memory_kept:
         return
     _memory_kept = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = memory.glibc()
+    if libc is None:
         return
-    libc.mallopt(_M_MMAP_THRESHOLD, _KEPT_BLOCK_BYTES)
-    libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_BLOCK_BYTES)
+    memory.keep_freed_memory(_KEPT_BLOCK_BYTES)
     # One arena for every thread: what predict's encoder thread frees is reused by the net's
     # next band instead of kept in an arena of its own (a 4K picture's peak: 712 -> 623 MB).
     libc.mallopt(_M_ARENA_MAX, 1)
