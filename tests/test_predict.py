@@ -220,7 +220,8 @@ def test_jpg_and_webp_outputs_at_a_quality(tmp_path, model_file, capfd):
 
 def test_jobs_and_side_by_side_write_what_one_at_a_time_writes(tmp_path, model_file, capfd):
     """A folder one image at a time on one thread, in two processes, and side by side in one
-    (torch's engine on two threads): the same files, reported in the inputs' order."""
+    (torch's engine on two threads): the same files (images and --degrade's figures), reported
+    in the inputs' order."""
     sources = tmp_path / "in"
     sources.mkdir()
     for seed in range(5):
@@ -235,6 +236,10 @@ def test_jobs_and_side_by_side_write_what_one_at_a_time_writes(tmp_path, model_f
         reported = [line.split(" -> ")[0] for line in result.stdout.splitlines()
                     if " -> " in line]
         assert reported == [str(sources / f"image{seed}.png") for seed in range(5)]
+        # --degrade's figures too: matplotlib draws in two threads at once
+        result = run_main(capfd, "predict", sources, "--model", model_file, "--out",
+                          tmp_path / name, "--degrade", *flags)
+        assert result.returncode == 0, result.stderr
     for name in ways:
         assert files_in(tmp_path / name) == files_in(tmp_path / "alone")
         for file in files_in(tmp_path / "alone"):
