@@ -191,8 +191,8 @@ class InferenceModel:
     path: Path
     iteration: int
 
-    # whether `run` may be called from several threads at once (a video's frames then go
-    # through the net side by side)
+    # whether `run` may be called from several threads at once (a video's frames and a
+    # folder's images then go through the net side by side: runner/infer/side_by_side.py)
     concurrent_runs = False
 
     @property

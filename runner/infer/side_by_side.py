@@ -24,8 +24,10 @@ def one_thread_each(model, inputs=None):
     """count(model, inputs), with the model computing on one thread meanwhile when that is more
     than one; its threads are restored afterwards."""
     side_by_side, threads = count(model, inputs), model.threads()
-    if side_by_side > 1:
-        model.use_threads(1)
+    if side_by_side == 1:
+        yield side_by_side
+        return
+    model.use_threads(1)
     try:
         yield side_by_side
     finally:
@@ -36,7 +38,6 @@ def in_order(function, inputs, side_by_side):
     """function(input) of each input, in order, `side_by_side` computed at once in threads (and
     one more submitted, so that a thread never waits for the next input); `inputs` is iterated
     in this thread."""
-    inputs = iter(inputs)
     with ThreadPoolExecutor(side_by_side) as pool:
         pending = collections.deque()
         for item in inputs:
