@@ -4,6 +4,7 @@ Every user mistake arrives here as a UserError and leaves as one line and exit c
 """
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -510,8 +511,21 @@ def build_parser(argv=()):
 
 
 def main(argv=None):
+    """Run the command `argv` names (None: this process's own arguments, the process then
+    ending with the command); returns the exit code."""
     try:
-        argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
+        return _run_command(sys.argv[1:] if argv is None else [str(word) for word in argv])
+    finally:
+        if argv is None:
+            # Python's shutdown looks for cycles among all objects as it tears modules down:
+            # with torch loaded, 0.38 s of a command's whole time. Each command has closed its
+            # outputs by now, so the objects left are frozen: freed with the process, unsearched.
+            gc.freeze()
+
+
+def _run_command(argv):
+    """The command of a list of words, run; returns the exit code."""
+    try:
         args = build_parser(argv).parse_args(argv)
         args.argv = argv
         args.run(args)
