@@ -1,5 +1,6 @@
 """The fast paths (runner/net/fast_paths.py) compute what the plain layers compute, and the bench's
 pieces (runner/bench/) run, on tiny sizes (nothing here is timed)."""
+import importlib.util
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_run, write_h5
-from runner.bench import prediction, suite, training, whole_process
+from runner.bench import measure, prediction, suite, training, whole_process
 from runner.config import loading, schema
 from runner.imaging import datasets, matlab
 from runner.infer import tiles, torch_engine
@@ -133,6 +134,32 @@ def test_inference_conv2d_equals_f_conv2d(in_channels, out_channels, kernel, str
     assert torch.equal(fast_paths.conv2d(*arguments), plain)
 
 
+@pytest.mark.parametrize("channels", [1, 5, 12, 15, 16, 56])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_prelu_equals_f_prelu(channels, channels_last):
+    generator = torch.Generator().manual_seed(channels)
+    bottom = torch.randn(2, channels, 7, 9, generator=generator)
+    bottom[0, 0, 0, :3] = 0                     # the kink itself takes the slope's side
+    if channels_last:
+        bottom = bottom.contiguous(memory_format=torch.channels_last)
+    for slope in (torch.rand(channels, generator=generator) - 0.5, torch.tensor([0.25])):
+        plain = F.prelu(bottom, slope)
+        with torch.no_grad():
+            fast = fast_paths.prelu(bottom, slope)
+        assert torch.equal(fast, plain)         # the same multiplies, element by element
+        assert fast.stride() == plain.stride()  # and the same memory layout
+
+
+def test_prelu_with_autograd_is_f_prelus_gradient():
+    bottom = torch.randn(3, 5, 6, 4).contiguous(memory_format=torch.channels_last)
+    bottom.requires_grad_()
+    slope = torch.rand(5, requires_grad=True)
+    top_grad = torch.randn(3, 5, 6, 4)
+    fast = torch.autograd.grad(fast_paths.prelu(bottom, slope), (bottom, slope), top_grad)
+    plain = torch.autograd.grad(F.prelu(bottom, slope), (bottom, slope), top_grad)
+    assert all(torch.equal(first, second) for first, second in zip(fast, plain))
+
+
 # --------------------------------------------------------------------------- whole nets
 
 @pytest.fixture(scope="module")
@@ -205,6 +232,13 @@ def test_preferred_layout_and_kept_memory():
 
 
 # --------------------------------------------------------------------------- the bench's pieces
+
+def test_the_bench_compiles_our_modules_as_a_second_run_finds_them():
+    measure.compile_sources()
+    for package in ("runner", "prep"):
+        source = ROOT / package / "__init__.py"
+        assert Path(importlib.util.cache_from_source(str(source))).is_file()
+
 
 def test_training_cost_counts_the_papers_multiply_adds():
     # FSRCNN(56,12,4): 12,464 multiply-adds per LR pixel forward (the paper); a 7x7 sample;

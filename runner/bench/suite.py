@@ -9,7 +9,7 @@ from statistics import median
 import cv2
 import torch
 
-from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT, cpu_name
+from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT, compile_sources, cpu_name
 from runner.bench.prediction import measure_prediction, prediction_section
 from runner.bench.prep_time import prep_seconds, prep_section
 from runner.bench.whole_process import Inputs, measure_whole_process, whole_process_section
@@ -89,6 +89,7 @@ def run(sizes=Sizes(), threads=DEFAULT_THREADS, solver_path=SOLVER, data_root=No
 
 def _measure(sizes, threads, solver_path, data_root, log, parts, recipe_path):
     results = Results(threads, sizes, os.getloadavg())
+    compile_sources()           # the processes timed below start as a user's second run does
     with tempfile.TemporaryDirectory(prefix="bench_") as folder:
         if parts == "all":
             measure_training(results, solver_path, Path(folder), log, recipe_path)

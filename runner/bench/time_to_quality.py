@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from runner.bench import reference_loop  # noqa: E402
-from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT, cpu_name  # noqa: E402
+from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT, compile_sources, cpu_name  # noqa: E402
 from runner.bench.prep_time import ensure_prepared, prepared_source, solver_source  # noqa: E402
 from runner.config import loading  # noqa: E402
 from runner.errors import UserError  # noqa: E402
@@ -440,6 +440,7 @@ def main(argv=None):
             raise UserError(parser.prog, "--budget, --checkpoints and --threads must be positive")
         out = Path(args.out).resolve()
         os.chdir(REPO_ROOT)         # the solver and net files name their data relative to it
+        compile_sources()           # each contender starts as a user's second run does
         available = contenders(out / RUNS_FOLDER)
         names = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = [name for name in names if name not in available]

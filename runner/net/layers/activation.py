@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runner.net import fast_paths
 from runner.net.layers.base import Layer
 
 
@@ -38,7 +39,7 @@ class PReLU(Layer):
         return [shape]
 
     def forward(self, bottom):
-        return (F.prelu(bottom, self.slope),)
+        return (fast_paths.prelu(bottom, self.slope),)
 
 
 class Elementwise(Layer):
