@@ -1,5 +1,6 @@
 """`runner predict`: the colour pipeline, tiles, file kinds, --degrade, video, and bad input."""
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,7 @@ from helpers import assert_one_line_error, run_cli
 from in_process import run_main
 from runner import predict
 from runner.errors import UserError
-from runner.imaging import datasets, matlab, picture
+from runner.imaging import datasets, images, matlab, picture
 from runner.infer import colour, engines, tile_sizes, tiles, torch_engine
 from runner.score import degraded
 from sr_models import ROOT, save_initial_model, stronger_deconvolution, trained_model
@@ -434,6 +435,40 @@ def test_bad_input_in_a_real_process(bad_inputs, model_file):
                      "out", cwd=bad_inputs)
     assert_one_line_error(result, "truncated.png", "not a readable image")
     assert files_in(bad_inputs / "out") == []
+
+
+def _file_identity(descriptor):
+    status = os.fstat(descriptor)
+    return status.st_dev, status.st_ino
+
+
+def test_threads_decoding_side_by_side_give_stderr_back():
+    """Two threads' silenced windows overlapping (A in, B in, A out, B out), as inputs and
+    frames decoded side by side do: stderr is /dev/null while either is inside and the
+    terminal's again once both have left, so a later error line is seen."""
+    terminal = _file_identity(2)
+    with open(os.devnull, "rb") as devnull:
+        nowhere = _file_identity(devnull.fileno())
+    b_inside, a_left, seen = threading.Event(), threading.Event(), []
+
+    def a():
+        with images.native_stderr_silenced():
+            b_inside.wait()
+        a_left.set()
+
+    def b():
+        with images.native_stderr_silenced():
+            b_inside.set()
+            a_left.wait()
+            seen.append(_file_identity(2))
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [nowhere]                # A's leaving did not unsilence B
+    assert _file_identity(2) == terminal
 
 
 def test_an_output_may_not_overwrite_an_input(tmp_path, model):

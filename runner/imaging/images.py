@@ -5,6 +5,7 @@ decoded) with OpenCV, which gives BGR channel order; `runner/imaging/matlab.py` 
 """
 import contextlib
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -18,18 +19,41 @@ Y_CONVERSIONS = ("matlab", "opencv")
 UINT16_PER_UINT8 = 257.0
 
 
-@contextlib.contextmanager
+class _NativeStderr:
+    """File descriptor 2 sent to /dev/null while any thread is inside `silenced()`, and given
+    back when the last one leaves. Threads decode side by side (predict's inputs, a video's
+    frames): each saving and restoring descriptor 2 on its own once left it pointing at
+    /dev/null for the rest of the process whenever their windows overlapped, and every later
+    error line went nowhere."""
+
+    def __init__(self):
+        self.lock, self.inside, self.saved = threading.Lock(), 0, None
+
+    @contextlib.contextmanager
+    def silenced(self):
+        with self.lock:
+            if self.inside == 0:
+                self.saved = os.dup(2)
+                with open(os.devnull, "wb") as devnull:
+                    os.dup2(devnull.fileno(), 2)
+            self.inside += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.inside -= 1
+                if self.inside == 0:
+                    os.dup2(self.saved, 2)
+                    os.close(self.saved)
+
+
+_native_stderr = _NativeStderr()
+
+
 def native_stderr_silenced():
     """Hide what OpenCV and libpng print on their own (`libpng error: ...`) for a bad file:
-    the user gets our one error line instead."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    the user gets our one error line instead. Any number of threads may be inside at once."""
+    return _native_stderr.silenced()
 
 
 def imdecode(data, where):
