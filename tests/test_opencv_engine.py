@@ -155,7 +155,7 @@ def test_auto_takes_torch_for_large_work_and_videos():
         ["auto", "auto", "torch", "torch"]
     assert engines.engine_for("auto", limit + 1, processes=2) == "auto"
     assert engines.engine_for("auto", engines.opencv_pixel_limit(2) + 1, processes=2) == "torch"
-    # several inputs on several threads: torch takes them side by side, and wins sooner
+    # several inputs on several threads, side by side: torch's faster net wins sooner
     side_by_side_limit = engines.opencv_pixel_limit(side_by_side=True)
     assert side_by_side_limit < limit
     assert [engines.engine_for("auto", count, side_by_side=True) for count in

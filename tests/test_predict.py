@@ -343,14 +343,15 @@ def test_video_round_trip(tmp_path, model_file, capfd):
     assert files_in(tmp_path / "out") == [output.name]
 
 
-def test_video_frames_side_by_side_match_one_at_a_time(tmp_path, model_file):
-    """Torch's model on two threads takes two frames at once, each on one thread: the video is
-    byte for byte the one written a frame at a time on one thread (so in order), and the
-    model's threads are its own again afterwards."""
+@pytest.mark.parametrize("engine", ["torch", "opencv"])
+def test_video_frames_side_by_side_match_one_at_a_time(tmp_path, model_file, engine):
+    """A model on two threads takes two frames at once, each on one thread (OpenCV's with a
+    cv2.dnn.Net of its own): the video is byte for byte the one written a frame at a time on
+    one thread (so in order), and the model's threads are its own again afterwards."""
     from runner.infer import side_by_side, video
     clip = tmp_path / "clip.mp4"
     write_video(clip, frames=9)
-    model = engines.load_for_inference(model_file, engine="torch")
+    model = engines.load_for_inference(model_file, engine=engine)
     written = {}
     for threads in (1, 2):
         model.use_threads(threads)
@@ -359,9 +360,22 @@ def test_video_frames_side_by_side_match_one_at_a_time(tmp_path, model_file):
         assert video.predict_video(model, clip, written[threads], progress=False).frames == 9
         assert model.threads() == threads
     assert written[1].read_bytes() == written[2].read_bytes()
-    opencv = engines.load_for_inference(model_file, engine="opencv")
-    opencv.use_threads(2)
-    assert side_by_side.count(opencv) == 1      # one cv2.dnn.Net: one forward at a time
+
+
+@pytest.mark.parametrize("engine", ["torch", "opencv"])
+def test_tiles_side_by_side_are_the_tiles_one_at_a_time(model_file, engine):
+    """A plane of many tiles on two threads: its tiles go through the net two at a time, and
+    the result is the one of one thread, tile after tile."""
+    from runner.infer import side_by_side
+    model = engines.load_for_inference(model_file, engine=engine)
+    plane = smooth_image(70, 90, 1).astype(np.float32) / 255.0
+    results = {}
+    for threads in (1, 2):
+        model.use_threads(threads)
+        assert side_by_side.count(model, 12) == threads
+        results[threads] = tiles.super_resolve(model, plane, 24)
+        assert model.threads() == threads
+    assert np.array_equal(results[1], results[2])
 
 
 # --------------------------------------------------------------------------- which model

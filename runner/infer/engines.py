@@ -15,12 +15,13 @@ DEFAULT_ENGINE = "auto"
 # and 8.4 against 10.2 s with `--jobs 2`. So OpenCV takes up to about that many pixels per
 # process.
 OPENCV_MAX_INPUT_PIXELS = 4096 * 4096
-# Several inputs to a process that computes on several threads: torch's model takes them side
-# by side, one per thread (runner/infer/side_by_side.py), which OpenCV's cannot. Measured the
-# same way, torch then wins from about 8.6 million input pixels in all: BSD100's 15.4 million
-# took 10.2 against OpenCV's 11.7 s, Set14's 3.2 million 3.8 against 2.7 s, Set5's 0.57 million
-# 2.3 against 0.8 s.
-OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 4096 * 2048
+# Several inputs to a process that computes on several threads: either engine takes them side
+# by side, one per thread (runner/infer/side_by_side.py; OpenCV's with a cv2.dnn.Net of its own
+# for each). Measured the same way (medians of 3), torch then wins from about 11 million input
+# pixels in all: BSD100's 15.4 million took 9.3 against OpenCV's 10.1 s, Set14's 3.2 million
+# 4.0 against 2.7 s. (With OpenCV one input at a time: from 8.6 million, BSD100 10.2 against
+# 11.7 s.)
+OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 11_000_000
 
 
 def opencv_pixel_limit(processes=1, side_by_side=False):

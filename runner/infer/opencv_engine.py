@@ -9,6 +9,9 @@ pixel shuffle and the crop follow `forward` in numpy. Only layer types tested to
 engine's output within 1e-5 are run here (SUPPORTED_TYPES, tests/test_opencv_engine.py); the
 geometry is measured as the torch engine measures it, by this engine's own output sizes.
 """
+import contextlib
+import copy
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -121,7 +124,8 @@ def subpixel_form(layer, blobs):
 
 class OpenCVNet:
     """A deploy net with its weights in OpenCV's dnn, as a function from a 2-D float32 plane to
-    the output blob's 2-D plane."""
+    the output blob's 2-D plane. A cv2.dnn.Net holds its blobs, so one forward pass at a time:
+    `copy` reads the same net again for another thread."""
 
     def __init__(self, deploy_param, blobs, source):
         layers, self.subpixel = list(deploy_param.layer), None
@@ -129,27 +133,60 @@ class OpenCVNet:
         if final is not None:
             layers[-1], blobs[final.name], self.subpixel = subpixel_form(final, blobs[final.name])
         net_param = replace(deploy_param, layer=layers)
-        self.input_name = deploy.input_blob(net_param, source)
-        prototxt = text_format.MessageToString(caffe_proto.from_schema(net_param)).encode()
+        self.input_name, self.source = deploy.input_blob(net_param, source), source
+        self.files = (text_format.MessageToString(caffe_proto.from_schema(net_param)).encode(),
+                      caffe_model.to_caffemodel(net_param, blobs))
+        self.net = self._read()
+
+    def _read(self):
+        """A cv2.dnn.Net of the prototxt and caffemodel bytes in `files`."""
+        prototxt, caffemodel = self.files
         try:
             with native_stderr_silenced():
-                self.net = cv2.dnn.readNetFromCaffe(np.frombuffer(prototxt, np.uint8),
-                                                    np.frombuffer(caffe_model.to_caffemodel(
-                                                        net_param, blobs), np.uint8))
+                net = cv2.dnn.readNetFromCaffe(np.frombuffer(prototxt, np.uint8),
+                                               np.frombuffer(caffemodel, np.uint8))
         except cv2.error as error:
-            raise UserError(source, f"OpenCV cannot load its net: {_reason(error)}") from None
-        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+            raise UserError(self.source, f"OpenCV cannot load its net: {_reason(error)}") from None
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         # Winograd's 3x3 convolutions (OpenCV's default, kept): 27% less CPU on a 1080p FSRCNN
         # plane, at up to 9.6e-6 from torch's output on Set5 against 1.4e-6 without, within the
         # tested 1e-5 (under a 16-bit level, a four-hundredth of an 8-bit one); `--engine torch`
         # is the closer reference
-        self.net.enableWinograd(True)
+        net.enableWinograd(True)
+        return net
+
+    def copy(self):
+        """The same net read again: blobs of its own, for a forward pass beside this one's."""
+        twin = copy.copy(self)
+        twin.net = self._read()
+        return twin
 
     def __call__(self, plane):
         self.net.setInput(np.ascontiguousarray(plane, np.float32)[None, None], self.input_name)
         output = self.net.forward()[0]          # the last layer's first top: the output
         return (self.subpixel.assemble(output) if self.subpixel else output)[0]
+
+
+class NetPool:
+    """Copies of one OpenCVNet lent one per forward pass, so that passes run side by side (a
+    band's tiles, a folder's images, a video's frames: runner/infer/side_by_side.py); a copy is
+    made when every one is out, so there are as many as passes ever ran at once."""
+
+    def __init__(self, net):
+        self.first, self.idle, self.lock = net, [net], threading.Lock()
+
+    @contextlib.contextmanager
+    def lent(self):
+        with self.lock:
+            net = self.idle.pop() if self.idle else None
+        if net is None:
+            net = self.first.copy()     # reads only the bytes the copies share
+        try:
+            yield net
+        finally:
+            with self.lock:
+                self.idle.append(net)
 
 
 def _reason(error):
@@ -159,11 +196,11 @@ def _reason(error):
 
 @dataclass
 class OpenCVModel(deploy.InferenceModel):
-    net: OpenCVNet
+    nets: NetPool
 
     engine = ENGINE
     device = "cpu"
-    concurrent_runs = False     # a cv2.dnn.Net holds its blobs: one forward pass at a time
+    concurrent_runs = True      # each pass with a net of its own from the pool
 
     @staticmethod
     def use_threads(count):
@@ -175,7 +212,8 @@ class OpenCVModel(deploy.InferenceModel):
         return cv2.getNumThreads()
 
     def forward(self, plane):
-        return self.net(plane)
+        with self.nets.lent() as net:
+            return net(plane)
 
 
 def blob_shapes(deploy_param):
@@ -245,4 +283,5 @@ def load_for_inference(path, model, deploy_param, scale=None):
         raise UserError(source, f"OpenCV cannot run its net: {_reason(error)}") from None
     return OpenCVModel(net.input_name, deploy.output_blob(deploy_param),
                        deploy.inference_scale(path, model, geometry, scale), geometry,
-                       deploy_param.name or Path(path).stem, Path(path), model.iteration, net)
+                       deploy_param.name or Path(path).stem, Path(path), model.iteration,
+                       NetPool(net))

@@ -1,10 +1,12 @@
 """Many inputs through one model side by side: one input per thread the model computes on, every
-op of each on one thread, results in the inputs' order.
+op of each on one thread, results in the inputs' order. The inputs are a folder's images, a
+video's frames or one plane's tiles (runner/infer/tiles.py).
 
 On few cores this beats splitting each input's ops over the threads: those stall at every
 barrier whenever another thread of the process (decoding, encoding) holds a core, while inputs
 side by side never wait for each other. Only where the engine's model may run from several
-threads at once (torch on the CPU); otherwise one input at a time, its ops on every thread.
+threads at once (torch on the CPU; OpenCV, each pass with a cv2.dnn.Net of its own); otherwise
+one input at a time, its ops on every thread.
 """
 import collections
 import contextlib

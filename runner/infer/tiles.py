@@ -10,6 +10,7 @@ follows the net (colour, encoding: runner/infer/colour.py) never needs the whole
 """
 import numpy as np
 
+from runner.infer import side_by_side
 from runner.infer.tile_sizes import DEFAULT_TILE_SIZE
 
 
@@ -35,7 +36,8 @@ def bands(model, plane, tile_size=DEFAULT_TILE_SIZE):
     """(first output row, float32 band) of a 2-D plane in the net's units (0..1) super-resolved,
     top to bottom: each band is a row of tiles, `tile_size` network-input rows, every column.
     `tile_size` None runs the whole plane at once. An SRCNN-style net first gets the plane
-    bicubically upscaled (`model.network_input`)."""
+    bicubically upscaled (`model.network_input`). Tiles go through the net side by side, one per
+    thread of the model's, where its engine allows it (runner/infer/side_by_side.py)."""
     plane = model.network_input(plane)
     height, width = plane.shape
     tile_size = tile_size or max(height, width)
@@ -43,19 +45,29 @@ def bands(model, plane, tile_size=DEFAULT_TILE_SIZE):
     # bands of whole input pixels: an SRCNN-style net's input rows come `scale` per pixel
     band_rows = _even_step(height, tile_size, model.scale // factor)
     columns = _even_step(width, tile_size)
-    for top in range(0, height, band_rows):
-        bottom = min(top + band_rows, height)
-        outer_top, outer_bottom = _window(top, top + band_rows, height, band_rows + 2 * context)
-        rows = plane[outer_top:outer_bottom]
-        band = np.empty(((bottom - top) * factor, width * factor), np.float32)
-        for left in range(0, width, columns):
-            right = min(left + columns, width)
-            outer_left, outer_right = _window(left, left + columns, width, columns + 2 * context)
-            tile = model.run(rows[:, outer_left:outer_right])
-            row, column = (top - outer_top) * factor, (left - outer_left) * factor
-            band[:, left * factor:right * factor] = \
-                tile[row:row + band.shape[0], column:column + (right - left) * factor]
-        yield top * factor, band
+    band_tops, lefts = range(0, height, band_rows), range(0, width, columns)
+
+    def window(top, left):
+        """((first, last) rows, (first, last) columns) of the input the tile at top, left
+        reads."""
+        return (_window(top, top + band_rows, height, band_rows + 2 * context),
+                _window(left, left + columns, width, columns + 2 * context))
+
+    windows = [window(top, left) for top in band_tops for left in lefts]
+    with side_by_side.one_thread_each(model, len(windows)) as at_once:
+        outputs = side_by_side.in_order(model.run, (plane[rows[0]:rows[1], cols[0]:cols[1]]
+                                                    for rows, cols in windows), at_once)
+        for top in band_tops:
+            bottom = min(top + band_rows, height)
+            band = np.empty(((bottom - top) * factor, width * factor), np.float32)
+            for left in lefts:
+                right = min(left + columns, width)
+                (outer_top, _), (outer_left, _) = window(top, left)
+                tile = next(outputs)
+                row, column = (top - outer_top) * factor, (left - outer_left) * factor
+                band[:, left * factor:right * factor] = \
+                    tile[row:row + band.shape[0], column:column + (right - left) * factor]
+            yield top * factor, band
 
 
 def super_resolve(model, plane, tile_size=DEFAULT_TILE_SIZE):
