@@ -23,6 +23,8 @@ _YCBCR_FROM_RGB = np.array([
     [112.000, -93.786, -18.214],
 ])
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+# MATLAB ycbcr2rgb's matrix (on 0..255 values), once: predict converts every band with it
+_RGB_FROM_YCBCR = 255.0 * np.linalg.inv(_YCBCR_FROM_RGB)
 _CHANNEL_ORDERS = ("rgb", "bgr")
 _DTYPES = (np.float64, np.float32)
 
@@ -81,12 +83,11 @@ def rgb2y(image, *, channel_order, dtype=np.float64):
 def ycbcr2rgb(ycbcr, *, channel_order, dtype=np.float64):
     """MATLAB ycbcr2rgb on 0..255 values: (H, W, 3) in `channel_order`, not rounded or clipped; in
     `dtype`."""
-    rgb_from_ycbcr = 255.0 * np.linalg.inv(_YCBCR_FROM_RGB)
     if _checked_dtype(dtype) is np.float32:
         # the matrix's rows reordered to the result's channels; rgb = M @ ycbcr - M @ offset
-        matrix = _reorder_rgb(rgb_from_ycbcr.T, channel_order).T
+        matrix = _reorder_rgb(_RGB_FROM_YCBCR.T, channel_order).T
         return _affine_float32(ycbcr, matrix, -matrix @ _YCBCR_OFFSET)
-    rgb = (_colour(ycbcr) - _YCBCR_OFFSET) @ rgb_from_ycbcr.T
+    rgb = (_colour(ycbcr) - _YCBCR_OFFSET) @ _RGB_FROM_YCBCR.T
     return _reorder_rgb(rgb, channel_order)
 
 

@@ -7,21 +7,23 @@ where OpenCV's own PNG writer at its default settings took 0.94 s for 22.8 MB (z
 with the same filter: 0.72 s).
 """
 import struct
-import zlib
 
+import cv2
 import numpy as np
 from isal import isal_zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour types by channel count (the rows are given in OpenCV's order and reordered here)
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}       # gray, gray + alpha, RGB, RGBA
+_TO_RGB = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
 UP_FILTER = 2
 COMPRESSION_LEVEL = 1
 
 
 def _chunk(kind, data):
+    # ISA-L's CRC-32, zlib's values: zlib's own took 1.7% of a folder's CPU (perf, BSD100)
     return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+            + struct.pack(">I", isal_zlib.crc32(data, isal_zlib.crc32(kind))))
 
 
 class PngStream:
@@ -40,8 +42,9 @@ class PngStream:
     def add(self, rows):
         """Append rows: (n, width) or (n, width, channels), uint8 or uint16 as the header says."""
         if self.channels >= 3:
-            order = [2, 1, 0, 3][:self.channels]            # BGR(A) to RGB(A)
-            rows = rows[:, :, order]
+            # BGR(A) to RGB(A): OpenCV's byte shuffle, where numpy's indexed copy of the channels
+            # took 2.9% of a folder's CPU (the perf profile of BSD100), ~4 ms an image
+            rows = cv2.cvtColor(rows, _TO_RGB[self.channels])
         data = np.ascontiguousarray(rows, self.dtype).view(np.uint8).reshape(len(rows), -1)
         lines = np.empty((len(data), data.shape[1] + 1), np.uint8)
         lines[:, 0] = UP_FILTER
