@@ -125,7 +125,7 @@ def subpixel_form(layer, blobs):
 class OpenCVNet:
     """A deploy net with its weights in OpenCV's dnn, as a function from a 2-D float32 plane to
     the output blob's 2-D plane. A cv2.dnn.Net holds its blobs, so one forward pass at a time:
-    `copy` reads the same net again for another thread."""
+    `twin` reads the same net again for another thread."""
 
     def __init__(self, deploy_param, blobs, source):
         layers, self.subpixel = list(deploy_param.layer), None
@@ -156,7 +156,7 @@ class OpenCVNet:
         net.enableWinograd(True)
         return net
 
-    def copy(self):
+    def twin(self):
         """The same net read again: blobs of its own, for a forward pass beside this one's."""
         twin = copy.copy(self)
         twin.net = self._read()
@@ -169,8 +169,8 @@ class OpenCVNet:
 
 
 class NetPool:
-    """Copies of one OpenCVNet lent one per forward pass, so that passes run side by side (a
-    band's tiles, a folder's images, a video's frames: runner/infer/side_by_side.py); a copy is
+    """Twins of one OpenCVNet lent one per forward pass, so that passes run side by side (a
+    band's tiles, a folder's images, a video's frames: runner/infer/side_by_side.py); a twin is
     made when every one is out, so there are as many as passes ever ran at once."""
 
     def __init__(self, net):
@@ -181,7 +181,7 @@ class NetPool:
         with self.lock:
             net = self.idle.pop() if self.idle else None
         if net is None:
-            net = self.first.copy()     # reads only the bytes the copies share
+            net = self.first.twin()     # reads only the bytes the twins share
         try:
             yield net
         finally:
