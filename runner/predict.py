@@ -23,10 +23,11 @@ Speed: an image goes through the net band by band and each band is converted and
 thread of its own while the net computes the next (runner/infer/colour.py,
 runner/imaging/writers.py; an image of at most 512x512 pixels goes through whole, where tiles
 cost more than they save: runner/infer/tile_sizes.py); a larger one's tiles go through the net
-side by side, one per thread (a 1080p photo 1.84 against 1.95 s, a 4K one 5.8 against 6.6 s). Several inputs go side by side, one per
-thread, where the engine allows it (runner/infer/side_by_side.py), else one at a time with the
-next image read and decoded in another thread meanwhile; with `jobs` > 1, that many processes
-share the inputs and the threads. This module imports the floors that compute only when it
+side by side, one per thread (a 1080p photo 1.84 against 1.95 s, a 4K one 5.8 against 6.6 s).
+Several inputs go side by side, one per thread, where the engine allows it
+(runner/infer/side_by_side.py), else one at a time with the next image read and decoded in
+another thread meanwhile; with `jobs` > 1, that many processes share the inputs and the
+threads. This module imports the floors that compute only when it
 runs, so that `runner predict --help` starts at once.
 """
 import glob

@@ -57,7 +57,8 @@ def bands(model, plane, tile_size=DEFAULT_TILE_SIZE):
     with side_by_side.one_thread_each(model, len(windows)) as at_once:
         inputs = (plane[rows[0]:rows[1], cols[0]:cols[1]] for rows, cols in windows)
         # one at a time: in this thread, whose OpenMP team is already up (a thread of its own
-        # for each plane would start one: a 256x256 plane 2x slower, one after another)
+        # for each plane starts one: 256x256 planes one after another on 2 threads, 28.4
+        # against 24.6 ms each)
         outputs = (side_by_side.in_order(model.run, inputs, at_once) if at_once > 1
                    else map(model.run, inputs))
         for top in band_tops:
