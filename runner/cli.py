@@ -173,11 +173,12 @@ def run_plot(args):
 
 def add_ship(command):
     from runner import ship
-    command.add_argument("solverstate", metavar="SOLVERSTATE",
-                         help="the snapshot whose model to ship")
+    command.add_argument("solverstates", metavar="SOLVERSTATE", nargs="+",
+                         help="the snapshot whose model to ship; given several (runs of one "
+                         "net), the model shipped is the average of their weights")
     command.add_argument("--best", action="store_true",
-                         help="ship instead the snapshot of SOLVERSTATE's run that its test net "
-                         "(a validation split, never a benchmark set) scored best")
+                         help="ship instead the snapshot of each SOLVERSTATE's run that its "
+                         "test net (a validation split, never a benchmark set) scored best")
     command.add_argument("--name", required=True, help="the shipped model's name (fsrcnn_x3)")
     command.add_argument("--out", default=str(ship.DEFAULT_FOLDER),
                          help="folder (default: %(default)s)")
@@ -186,13 +187,16 @@ def add_ship(command):
 
 def run_ship(args):
     from runner import ship
-    state_path = args.solverstate
+    state_paths = args.solverstates
     if args.best:
-        choice = ship.best_tested(state_path)
-        print(f"chose {choice.path}: test net #0 PSNR {choice.psnr:.4f} dB at iteration "
-              f"{choice.iteration:,}, the best of the {choice.tested} snapshots tested")
-        state_path = choice.path
-    for path in ship.ship(state_path, args.name, args.out):
+        choices = [ship.best_tested(state_path) for state_path in state_paths]
+        for choice in choices:
+            print(f"chose {choice.path}: test net #0 PSNR {choice.psnr:.4f} dB at iteration "
+                  f"{choice.iteration:,}, the best of the {choice.tested} snapshots tested")
+        state_paths = [choice.path for choice in choices]
+    if len(state_paths) > 1:
+        print(f"averaging the weights of {len(state_paths)} snapshots")
+    for path in ship.ship(state_paths, args.name, args.out):
         print(f"wrote {path}")
 
 

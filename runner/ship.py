@@ -8,6 +8,12 @@ predates keeping it), the run's Caffe log and JSON-lines log, and the
 curves `runner plot` draws from them. The folder is written beside and renamed into place, so
 a failure leaves a shipped model as it was. What stands at the destination names is replaced:
 a symbolic link there is removed, never the folder it points to.
+
+From several `.solverstate`s (runs fine-tuned from one model, say): the uniform average of their
+models' weights, blob by blob (a "model soup", Wortsman et al. 2022), which often scores above
+each of them. The model keeps the first snapshot's net text and iteration; the folder holds each
+snapshot's files, as above, in a subfolder of its own, and `ingredients.yaml` says which
+snapshots were averaged.
 """
 import shutil
 import tempfile
@@ -19,41 +25,34 @@ from runner.errors import UserError, stored_in
 DEFAULT_FOLDER = Path("results/models")
 
 
-def ship(state_path, name, folder=DEFAULT_FOLDER):
-    """Ship the model of `state_path` as `<folder>/<name>.model` plus `<folder>/<name>/`;
-    returns the paths written."""
+def ship(state_paths, name, folder=DEFAULT_FOLDER):
+    """Ship the model of each `.solverstate` in `state_paths` (their average, when several) as
+    `<folder>/<name>.model` plus `<folder>/<name>/`; returns the paths written."""
     # imported here, not above: `runner ship --help` reads DEFAULT_FOLDER and should not wait
     # for h5py and matplotlib
     from runner.files import outputs, snapshot
-    from runner.net import feeds
-    from runner.score import plot
-    from runner.train import train_log
     if not name or Path(name).name != name or name.startswith("."):
         raise UserError("--name", f"{name!r} is not a plain file name (e.g. fsrcnn_x3)")
-    state_path = Path(state_path)
-    state, setup = _run_of(state_path)
-    model_path = snapshot.model_of(state_path, state)
-    with stored_in(state_path, state.stored_names):
-        data_attributes = feeds.train_data_attributes(setup.train_net, setup.net_sources[0][0])
-    log_text, log_records = train_log.log_paths(setup.solver.snapshot_prefix)
-    if not log_records.is_file():
-        raise UserError(state_path, f"its run's log {log_records} is missing")
-    files = _config_files(state_path, state, data_attributes)
+    runs = [_Run.of(Path(path)) for path in state_paths]
+    if len(runs) == 1:
+        model = runs[0].model
+    else:
+        _check_one_net(runs)
+        model = averaged([run.model for run in runs], [run.model_path for run in runs])
     folder = outputs.writable_folder(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
     staging.chmod(0o755)          # mkdtemp makes it private; a shipped folder is not
     try:
-        for file_name, text in files.items():
-            (staging / file_name).write_text(text, encoding="utf-8")
-        shutil.copyfile(log_records, staging / "log.jsonl")
-        if log_text.is_file():
-            shutil.copyfile(log_text, staging / "train.log")
-        plot.plot_log(staging / "log.jsonl", staging / "curves.png", title=name)
-        model, data_scale = snapshot.load_model(model_path), int(data_attributes.get("scale", 0))
-        if model.scale or not data_scale:
-            shutil.copyfile(model_path, staging / "model.tmp")
-        else:           # a snapshot from before .model files kept their data's scale
-            snapshot.save_model(staging / "model.tmp", replace(model, scale=data_scale))
+        if len(runs) == 1:
+            runs[0].write(staging, name)
+        else:
+            for index, run in enumerate(runs, 1):
+                run.write(staging / run.folder_name(index), f"{name}: {run.folder_name(index)}")
+            (staging / "ingredients.yaml").write_text(_ingredients(runs), encoding="utf-8")
+        if len(runs) == 1 and not runs[0].scale_filled_in:
+            shutil.copyfile(runs[0].model_path, staging / "model.tmp")
+        else:
+            snapshot.save_model(staging / "model.tmp", model)
         target, model_target = folder / name, folder / f"{name}.model"
         _remove(target)
         if model_target.is_dir():
@@ -63,6 +62,117 @@ def ship(state_path, name, folder=DEFAULT_FOLDER):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [model_target, target]
+
+
+def _check_one_net(runs):
+    """Refuse snapshots that are not distinct runs' of one computation: a snapshot given twice,
+    or a layer with weights whose type or geometry (convolution_param apart from its fillers)
+    differs from the first snapshot's net."""
+    seen = set()
+    for run in runs:
+        resolved = run.state_path.resolve()
+        if resolved in seen:
+            raise UserError(run.state_path, "given twice: each snapshot is averaged once")
+        seen.add(resolved)
+    first = runs[0].weighted_layers()
+    for run in runs[1:]:
+        for name, layer in run.weighted_layers().items():
+            if name in first and layer != first[name]:
+                raise UserError(run.state_path, f"its layer {name!r} is not computed as in "
+                                f"{runs[0].state_path}'s net: only models of one net can be "
+                                "averaged")
+
+
+def averaged(models, paths):
+    """The ModelFile whose every blob is the mean of `models`' (ModelFiles read from `paths`),
+    in float64 then rounded to float32; the first model's net text, iteration and scale. The
+    models must hold the same layers, blobs of the same shapes, and the same scale."""
+    import numpy as np
+    first = models[0].read_blobs(where=paths[0])
+    sums = {layer: [blob.astype(np.float64) for blob in blobs] for layer, blobs in first.items()}
+    for model, path in zip(models[1:], paths[1:]):
+        if set(model.blobs) != set(first):
+            raise UserError(path, f"its layers with weights ({', '.join(sorted(model.blobs))}) "
+                            f"are not those of {paths[0]} ({', '.join(sorted(first))}): "
+                            "only models of one net can be averaged")
+        if model.scale != models[0].scale:
+            raise UserError(path, f"a x{model.scale} model cannot be averaged with "
+                            f"{paths[0]}, a x{models[0].scale} one")
+        for layer, blobs in model.read_blobs(first, path).items():
+            for total, blob in zip(sums[layer], blobs):
+                total += blob
+    return replace(models[0], blobs={layer: [(total / len(models)).astype(np.float32)
+                                             for total in totals]
+                                     for layer, totals in sums.items()})
+
+
+@dataclass
+class _Run:
+    """A snapshot to ship, with what its run left: the solverstate and its setup, its model,
+    the run's logs and the configs that made it."""
+
+    state_path: Path
+    state: object
+    setup: object
+    model_path: Path
+    model: object
+    scale_filled_in: bool   # its .model predates keeping the data's scale: given it here
+    files: dict             # {file name: text} of its configs
+    log_records: Path
+    log_text: Path
+
+    @classmethod
+    def of(cls, state_path):
+        from runner.files import snapshot
+        from runner.net import feeds
+        from runner.train import train_log
+        state, setup = _run_of(state_path)
+        model_path = snapshot.model_of(state_path, state)
+        with stored_in(state_path, state.stored_names):
+            data_attributes = feeds.train_data_attributes(setup.train_net,
+                                                          setup.net_sources[0][0])
+        log_text, log_records = train_log.log_paths(setup.solver.snapshot_prefix)
+        if not log_records.is_file():
+            raise UserError(state_path, f"its run's log {log_records} is missing")
+        model, data_scale = snapshot.load_model(model_path), int(data_attributes.get("scale", 0))
+        filled_in = bool(data_scale and not model.scale)
+        if filled_in:
+            model = replace(model, scale=data_scale)
+        return cls(state_path, state, setup, model_path, model, filled_in,
+                   _config_files(state_path, state, data_attributes), log_records, log_text)
+
+    def weighted_layers(self):
+        """{name: (type, convolution_param without fillers)} of its train net's layers that
+        have weights in its model."""
+        return {layer.name: (layer.type, layer.convolution_param and replace(
+                    layer.convolution_param, weight_filler=None, bias_filler=None))
+                for layer in self.setup.train_net.layer if layer.name in self.model.blobs}
+
+    def folder_name(self, index):
+        """`<index>_<run folder>_iter_<iteration>`: where its files go among several."""
+        return f"{index}_{self.state_path.parent.name}_iter_{self.state.iteration}"
+
+    def write(self, folder, title):
+        """Its configs, logs and curves into `folder` (made here)."""
+        from runner.score import plot
+        folder.mkdir(exist_ok=True)
+        for file_name, text in self.files.items():
+            (folder / file_name).write_text(text, encoding="utf-8")
+        shutil.copyfile(self.log_records, folder / "log.jsonl")
+        if self.log_text.is_file():
+            shutil.copyfile(self.log_text, folder / "train.log")
+        plot.plot_log(folder / "log.jsonl", folder / "curves.png", title=title)
+
+
+def _ingredients(runs):
+    """ingredients.yaml: each averaged snapshot, where its files are, and its model's checksum."""
+    import yaml
+    from runner.files import snapshot
+    listed = [{"snapshot": str(run.state_path), "iteration": run.state.iteration,
+               "model_sha256": snapshot.file_sha256(run.model_path),
+               "files": f"{run.folder_name(index)}/"} for index, run in enumerate(runs, 1)]
+    return ("# The shipped model is the uniform average of these snapshots' weights (runner ship "
+            "with several).\n" + yaml.safe_dump({"ingredients": listed}, sort_keys=False))
 
 
 @dataclass(frozen=True)

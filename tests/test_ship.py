@@ -1,6 +1,7 @@
 """`runner ship`: a run's snapshot into results/models/, with what produced it."""
 import h5py
 import numpy as np
+import yaml
 
 from helpers import assert_one_line_error, tiny_run
 from in_process import run_main
@@ -132,3 +133,58 @@ def test_surplus_snapshots_spare_the_newest_and_the_best():
     assert snapshot.surplus_snapshots([10, 20, 30, 40, 50], 2, psnr_at) == [10, 30]
     assert snapshot.surplus_snapshots([10, 20], 1, {}) == [10]      # nothing tested yet
     assert snapshot.surplus_snapshots([20], 3, psnr_at) == []
+
+
+def two_tiny_runs(tmp_path, capfd, second_net_edit=()):
+    """Snapshots at iteration 10 of two tiny runs of one net, from different seeds (the second
+    one's net edited by `second_net_edit`, --set KEY=VALUE texts)."""
+    states = []
+    for prefix, seed, edits in (("run/a", 7, ()), ("run/b", 8, second_net_edit)):
+        solver = tiny_run(tmp_path, max_iter=10, snapshot=10, prefix=prefix)
+        sets = [item for edit in (f"random_seed={seed}", *edits) for item in ("--set", edit)]
+        assert run_main(capfd, "train", "--solver", solver, *sets).returncode == 0
+        states.append(tmp_path / f"{prefix}_iter_10.solverstate")
+    return states
+
+
+def test_ship_of_several_snapshots_averages_their_weights(tmp_path, capfd):
+    states = two_tiny_runs(tmp_path, capfd)
+    shipped = tmp_path / "models"
+    result = run_main(capfd, "ship", *states, "--name", "soup", "--out", shipped)
+    assert result.returncode == 0, result.stderr
+    assert "averaging the weights of 2 snapshots" in result.stdout
+    ingredients = [snapshot.load_model(state.with_suffix(".model")).read_blobs()
+                   for state in states]
+    soup = snapshot.load_model(shipped / "soup.model")
+    assert soup.net_text == snapshot.load_model(states[0].with_suffix(".model")).net_text
+    blobs = soup.read_blobs()
+    assert set(blobs) == {"conv1", "prelu1", "conv2", "prelu2", "deconv"}
+    for layer, averaged in blobs.items():
+        for index, blob in enumerate(averaged):
+            first, second = ingredients[0][layer][index], ingredients[1][layer][index]
+            assert not np.array_equal(first, second)
+            np.testing.assert_allclose(blob, (first.astype(np.float64) + second) / 2,
+                                       rtol=1e-6, atol=1e-9)
+    folder = shipped / "soup"
+    assert sorted(path.name for path in folder.iterdir()) == \
+        ["1_run_iter_10", "2_run_iter_10", "ingredients.yaml"]
+    for run in ("1_run_iter_10", "2_run_iter_10"):
+        assert sorted(path.name for path in (folder / run).iterdir()) == \
+            ["curves.png", "log.jsonl", "net.yaml", "solver.yaml", "train.log"]
+    assert "snapshot_prefix: " + str(tmp_path / "run" / "b") in \
+        (folder / "2_run_iter_10" / "solver.yaml").read_text()
+    listed = yaml.safe_load((folder / "ingredients.yaml").read_text())["ingredients"]
+    assert [entry["snapshot"] for entry in listed] == [str(state) for state in states]
+    assert listed[1]["model_sha256"] == \
+        snapshot.file_sha256(states[1].with_suffix(".model"))
+
+
+def test_ship_averages_only_distinct_snapshots_of_one_net(tmp_path, capfd):
+    states = two_tiny_runs(tmp_path, capfd, ["conv2.convolution_param.dilation=2",
+                                              "conv2.convolution_param.pad=2"])
+    shipped = tmp_path / "models"
+    assert_one_line_error(run_main(capfd, "ship", *states, "--name", "soup", "--out", shipped),
+                          "b_iter_10.solverstate", "'conv2'", "one net")
+    assert_one_line_error(run_main(capfd, "ship", states[0], states[0], "--name", "soup",
+                                   "--out", shipped), "a_iter_10.solverstate", "twice")
+    assert not (shipped / "soup.model").exists()
