@@ -65,9 +65,9 @@ def ship(state_paths, name, folder=DEFAULT_FOLDER):
 
 
 def _check_one_net(runs):
-    """Refuse snapshots that are not distinct runs' of one computation: a snapshot given twice,
-    or a layer with weights whose type or geometry (convolution_param apart from its fillers)
-    differs from the first snapshot's net."""
+    """Refuse what is not distinct snapshots of one net: a snapshot given twice, or a layer
+    with weights whose type or geometry (convolution_param apart from its fillers) differs from
+    the first snapshot's net."""
     seen = set()
     for run in runs:
         resolved = run.state_path.resolve()
