@@ -165,11 +165,11 @@ class _Run:
 
 
 def _ingredients(runs):
-    """ingredients.yaml: each averaged snapshot, where its files are, and its model's checksum."""
+    """ingredients.yaml: each averaged snapshot, where its files are, and its model's checksum
+    (the solverstate's, which snapshot.model_of has checked the file against)."""
     import yaml
-    from runner.files import snapshot
     listed = [{"snapshot": str(run.state_path), "iteration": run.state.iteration,
-               "model_sha256": snapshot.file_sha256(run.model_path),
+               "model_sha256": run.state.learned_net_sha256,
                "files": f"{run.folder_name(index)}/"} for index, run in enumerate(runs, 1)]
     return ("# The shipped model is the uniform average of these snapshots' weights (runner ship "
             "with several).\n" + yaml.safe_dump({"ingredients": listed}, sort_keys=False))
