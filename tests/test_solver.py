@@ -46,6 +46,29 @@ def test_resume_gives_identical_weights(tmp_path, solver_type):
     resumed = train(longer, QUIET, resume_from=(state_path, state))
     assert resumed.iteration == 20
     assert_same_weights(final_weights(straight), final_weights(resumed))
+    # the log says what the edit changed, and nothing else
+    assert resumed.solver_changes == ["max_iter: 10 -> 20"]
+
+
+def test_a_resume_says_which_keys_differ_from_the_snapshots_solver(tmp_path, capfd):
+    """A run started with --set keys, resumed with its solver file given again and only one of
+    them: the log names the key left out (the mistake that stops a run at the file's max_iter);
+    a resume from the snapshot's own texts names none."""
+    solver_path = tiny_run(tmp_path, 10, 5, "Adam", "run")
+    state_path = tmp_path / "run_iter_5.solverstate"
+    started = run_main(capfd, "train", "--solver", solver_path, "--no-tensorboard",
+                       "--set", "max_iter=6", "--set", "base_lr=0.002")
+    assert started.returncode == 0, started.stderr
+    again = run_main(capfd, "train", "--solver", solver_path, "--snapshot", state_path,
+                     "--no-tensorboard", "--set", "max_iter=6")
+    assert again.returncode == 0, again.stderr
+    changes = [line for line in (again.stdout + again.stderr).splitlines() if "differs" in line]
+    assert len(changes) == 1 and changes[0].endswith(
+        "Resumed with a solver that differs from the snapshot's: base_lr: 0.002 -> 0.001 "
+        "(`runner train --snapshot FILE` without --solver resumes with the snapshot's own)")
+    own = run_main(capfd, "train", "--snapshot", state_path, "--no-tensorboard")
+    assert own.returncode == 0, own.stderr
+    assert "differs" not in own.stdout + own.stderr
 
 
 def test_resume_across_file_boundaries_is_exact(tmp_path):

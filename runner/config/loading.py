@@ -155,11 +155,17 @@ def _solver_setup(solver, solver_source, solver_text, net_texts):
     if solver.test_interval and len(solver.test_iter) != len(test_names):
         raise UserError(solver_source, f"test_iter: {len(test_names)} test net(s) need as many "
                         f"test_iter entries, got {len(solver.test_iter)}")
-    if not solver.snapshot_prefix:
-        solver = replace(solver, snapshot_prefix=str(Path(solver_source).with_suffix("")))
-    return SolverSetup(solver, solver_source, solver_text, nets[train_name],
+    return SolverSetup(completed_solver(solver, solver_source), solver_source, solver_text, nets[train_name],
                        tuple(nets[name] for name in test_names), tuple(net_texts),
                        solver_source)
+
+
+def completed_solver(solver, source):
+    """The solver with the default that depends on its file's path: snapshot_prefix beside
+    it."""
+    if solver.snapshot_prefix:
+        return solver
+    return replace(solver, snapshot_prefix=str(Path(source).with_suffix("")))
 
 
 def _net_names(solver, source):

@@ -718,6 +718,13 @@ def to_mapping(message, *, include_defaults=False):
     return result
 
 
+def changed_keys(before, after):
+    """["key: old -> new", ...] for each top-level key whose value differs between two messages
+    of one class (defaults counted as set), in the schema's order."""
+    old, new = (to_mapping(message, include_defaults=True) for message in (before, after))
+    return [f"{key}: {old.get(key)} -> {new.get(key)}" for key in new if old.get(key) != new[key]]
+
+
 def describe(message_class, indent=""):
     """Reference text for a schema class: each key with its type, default and meaning."""
     lines = []

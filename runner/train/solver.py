@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from runner.config import loading, schema
 from runner.errors import UserError
 from runner.files import caffe_model, snapshot
 from runner.net import devices, fast_paths
@@ -100,6 +101,7 @@ class Solver:
         self.requested = None
         self.started_from = None      # a line for the log: where the weights (or their average)
                                       # came from
+        self.solver_changes = []      # how this solver differs from a resumed snapshot's
         self.test_example = None      # (input, label, prediction) of the last test's first sample
         self.resumed = False
         self.losses = collections.deque(maxlen=self.param.average_loss)
@@ -210,6 +212,19 @@ class Solver:
                 feeder.load_state(state.readers[key], state_path)
         self.iteration = state.iteration
         self.resumed = True
+        self.solver_changes = self._changes_since(state)
+
+    def _changes_since(self, state):
+        """The keys in which this solver differs from the one a snapshot stores (the solver file
+        given again, edited, or without the --set keys of the run): resuming takes this one, as
+        Caffe's does, so the log says what changed. [] when the stored text does not parse."""
+        try:
+            stored = loading.parse_upgraded(schema.SolverParameter, state.solver_text,
+                                            state.solver_source)[0]
+        except UserError:
+            return []
+        return schema.changed_keys(loading.completed_solver(stored, state.solver_source),
+                                   self.param)
 
     def _stored(self, state_path, arrays, live, what):
         """A solverstate's `arrays` as tensors, as many as the `live` ones and each of its
@@ -377,6 +392,10 @@ class Solver:
                           "on the CPU")
         if self.started_from:
             self.log.line(self.started_from)
+        if self.solver_changes:
+            self.log.line("Resumed with a solver that differs from the snapshot's: "
+                          f"{'; '.join(self.solver_changes)} (`runner train --snapshot FILE` "
+                          "without --solver resumes with the snapshot's own)")
         if self.average:
             self.log.line("Testing with the exponential moving average of the weights "
                           f"(ema_decay {self.param.ema_decay:g}), which the .model snapshots "
