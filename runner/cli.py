@@ -179,6 +179,10 @@ def add_ship(command):
     command.add_argument("--best", action="store_true",
                          help="ship instead the snapshot of each SOLVERSTATE's run that its "
                          "test net (a validation split, never a benchmark set) scored best")
+    command.add_argument("--greedy", metavar="PREP_CONFIG",
+                         help="average only the snapshots a greedy soup keeps: each one's model "
+                         "scored on the images PREP_CONFIG holds out of training, whole, and "
+                         "added best first while the average's score does not fall")
     command.add_argument("--name", required=True, help="the shipped model's name (fsrcnn_x3)")
     command.add_argument("--out", default=str(ship.DEFAULT_FOLDER),
                          help="folder (default: %(default)s)")
@@ -194,9 +198,9 @@ def run_ship(args):
             print(f"chose {choice.path}: test net #0 PSNR {choice.psnr:.4f} dB at iteration "
                   f"{choice.iteration:,}, the best of the {choice.tested} snapshots tested")
         state_paths = [choice.path for choice in choices]
-    if len(state_paths) > 1:
+    if len(state_paths) > 1 and not args.greedy:
         print(f"averaging the weights of {len(state_paths)} snapshots")
-    for path in ship.ship(state_paths, args.name, args.out):
+    for path in ship.ship(state_paths, args.name, args.out, args.greedy, print):
         print(f"wrote {path}")
 
 
@@ -384,16 +388,11 @@ def run_test(args):
 def tested_images(args):
     """[(set name, image file)] that `runner test` scores: the held-out images of
     --validation's prep config, else every image of --sets."""
-    from runner.config import loading, schema
     from runner.imaging import datasets
     from runner.score import evaluate
     if not args.validation:
         return datasets.set_images(args.sets)
-    prep_config = loading.load(schema.PrepConfig, args.validation)
-    if not prep_config.validation_sets:
-        raise UserError(args.validation, "holds no images out for validation (validation_sets "
-                        "is empty)")
-    return evaluate.validation_set_images(prep_config)
+    return evaluate.held_out_images(args.validation)
 
 
 def add_inspect(command):

@@ -14,6 +14,12 @@ models' weights, blob by blob (a "model soup", Wortsman et al. 2022), which ofte
 each of them. The model keeps the first snapshot's net text and iteration; the folder holds each
 snapshot's files, as above, in a subfolder of its own, and `ingredients.yaml` says which
 snapshots were averaged.
+
+Chosen on a validation split (`greedy`, `runner ship --greedy PREP_CONFIG`): Wortsman et al.'s
+greedy soup. Each snapshot's model is scored on the images the prep config holds out of
+training, whole, as `runner test --validation` scores them; going down that ranking, a snapshot
+joins the average only if the average's score does not fall. `greedy_soup.yaml` in the folder
+records every score and choice.
 """
 import shutil
 import tempfile
@@ -25,20 +31,25 @@ from runner.errors import UserError, stored_in
 DEFAULT_FOLDER = Path("results/models")
 
 
-def ship(state_paths, name, folder=DEFAULT_FOLDER):
+def ship(state_paths, name, folder=DEFAULT_FOLDER, greedy_on=None, report=lambda line: None):
     """Ship the model of each `.solverstate` in `state_paths` (their average, when several) as
-    `<folder>/<name>.model` plus `<folder>/<name>/`; returns the paths written."""
+    `<folder>/<name>.model` plus `<folder>/<name>/`; returns the paths written. `greedy_on`: a
+    prep config whose held-out images choose which of them to average (greedy_soup; `report`
+    is called with a line as each score is known)."""
     # imported here, not above: `runner ship --help` reads DEFAULT_FOLDER and should not wait
     # for h5py and matplotlib
     from runner.files import outputs, snapshot
     if not name or Path(name).name != name or name.startswith("."):
         raise UserError("--name", f"{name!r} is not a plain file name (e.g. fsrcnn_x3)")
     runs = [_Run.of(Path(path)) for path in state_paths]
-    if len(runs) == 1:
-        model = runs[0].model
-    else:
+    if len(runs) > 1:
         _check_one_net(runs)
-        model = averaged([run.model for run in runs], [run.model_path for run in runs])
+    tasting = None
+    if greedy_on is not None:
+        if len(runs) < 2:
+            raise UserError("--greedy", "chooses among several snapshots: give at least two")
+        runs, tasting = greedy_soup(runs, validation_scorer(greedy_on), report)
+    model = runs[0].model if len(runs) == 1 else _average_of(runs)
     folder = outputs.writable_folder(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
     staging.chmod(0o755)          # mkdtemp makes it private; a shipped folder is not
@@ -49,6 +60,9 @@ def ship(state_paths, name, folder=DEFAULT_FOLDER):
             for index, run in enumerate(runs, 1):
                 run.write(staging / run.folder_name(index), f"{name}: {run.folder_name(index)}")
             (staging / "ingredients.yaml").write_text(_ingredients(runs), encoding="utf-8")
+        if tasting is not None:
+            (staging / "greedy_soup.yaml").write_text(_tasting_record(greedy_on, tasting),
+                                                      encoding="utf-8")
         if len(runs) == 1 and not runs[0].scale_filled_in:
             shutil.copyfile(runs[0].model_path, staging / "model.tmp")
         else:
@@ -81,6 +95,60 @@ def _check_one_net(runs):
                 raise UserError(run.state_path, f"its layer {name!r} is not computed as in "
                                 f"{runs[0].state_path}'s net: only models of one net can be "
                                 "averaged")
+
+
+def _average_of(runs):
+    return averaged([run.model for run in runs], [run.model_path for run in runs])
+
+
+@dataclass(frozen=True)
+class Tasted:
+    """One snapshot as the greedy soup tried it."""
+
+    state_path: Path
+    alone: float        # its model's validation PSNR
+    soup: float         # the average's once it joined (its own score for the first)
+    kept: bool
+
+
+def greedy_soup(runs, score, report):
+    """(the runs kept, [Tasted] in the order tried): the runs ranked by `score` (a function of
+    a ModelFile, higher better) of their own model, the best first; each next one kept in the
+    average only if the average's score does not fall. Ties keep the given order."""
+    alone = []
+    for run in runs:
+        alone.append(score(run.model))
+        report(f"{run.state_path}: {alone[-1]:.4f} dB alone")
+    ranked = sorted(range(len(runs)), key=lambda index: -alone[index])
+    kept, best, tasting = [runs[ranked[0]]], alone[ranked[0]], []
+    tasting.append(Tasted(kept[0].state_path, best, best, True))
+    for index in ranked[1:]:
+        trial = kept + [runs[index]]
+        value = score(_average_of(trial))
+        tasting.append(Tasted(runs[index].state_path, alone[index], value, value >= best))
+        report(f"+ {runs[index].state_path}: the average of {len(trial)} {value:.4f} dB, "
+               f"{'kept' if value >= best else 'left out'}")
+        if value >= best:
+            kept, best = trial, value
+    report(f"the greedy soup: {len(kept)} of {len(runs)} snapshots, {best:.4f} dB")
+    return kept, tasting
+
+
+def validation_scorer(prep_config_path):
+    """ModelFile -> the mean PSNR of its model (torch engine) on the images the prep config
+    holds out of training, whole: `runner test --validation`'s figure."""
+    from runner.files import snapshot
+    from runner.infer import torch_engine
+    from runner.score import evaluate
+    images = evaluate.held_out_images(prep_config_path)
+
+    def score(model_file):
+        with tempfile.TemporaryDirectory(prefix="srcaffe-soup-") as folder:
+            path = Path(folder) / "candidate.model"
+            snapshot.save_model(path, model_file)
+            model = torch_engine.load_for_inference(path)
+        return evaluate.mean_psnr(model, images)
+    return score
 
 
 def averaged(models, paths):
@@ -175,6 +243,21 @@ def _ingredients(runs):
             "with several).\n" + yaml.safe_dump({"ingredients": listed}, sort_keys=False))
 
 
+def _tasting_record(prep_config_path, tasting):
+    """greedy_soup.yaml: the validation split, and every snapshot tried in order, with its
+    score alone, the average's with it, and whether it stayed."""
+    import yaml
+    kept = [tasted.soup for tasted in tasting if tasted.kept]
+    record = {"validation": str(prep_config_path), "shipped_psnr": kept[-1],
+              "tried": [{"snapshot": str(tasted.state_path), "alone_psnr": tasted.alone,
+                         "average_psnr": tasted.soup, "kept": tasted.kept}
+                        for tasted in tasting]}
+    return ("# runner ship --greedy: each snapshot's model scored on the images the prep config "
+            "holds out (mean PSNR, dB,\n# whole, as runner test --validation scores them), tried "
+            "best first, kept only if the average's\n# score did not fall\n"
+            + yaml.safe_dump(record, sort_keys=False))
+
+
 @dataclass(frozen=True)
 class Choice:
     """The snapshot of a run its test net scored best."""
@@ -222,7 +305,8 @@ def _run_of(state_path):
 
 
 # names in the shipped folder that are not the solver's and net's files
-RESERVED = ("prep.yaml", "log.jsonl", "train.log", "curves.png", "model.tmp")
+RESERVED = ("prep.yaml", "log.jsonl", "train.log", "curves.png", "model.tmp",
+            "greedy_soup.yaml")
 
 
 def _config_files(state_path, state, data_attributes):

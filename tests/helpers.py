@@ -1,4 +1,5 @@
 """Small builders shared by the tests: synthetic HDF5 sets, tiny nets and solvers, the CLI."""
+import csv
 import os
 import subprocess
 import sys
@@ -119,3 +120,9 @@ def created_mode():
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def read_csv(path):
+    """The rows of a CSV report (runner test's), as dicts."""
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))

@@ -1,11 +1,10 @@
 """`runner test`: the papers' protocol through runner/score/evaluate.py, the published bicubic table,
 reports, and a trained model beating bicubic."""
-import csv
 
 import numpy as np
 import pytest
 
-from helpers import ROOT, assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, read_csv, run_cli
 from in_process import run_main
 from runner.config import loading, schema
 from runner.errors import UserError
@@ -41,11 +40,6 @@ def test_bicubic_reproduces_the_published_psnr(bicubic_means, key):
 @pytest.mark.parametrize("key", list(PUBLISHED_BICUBIC_SSIM))
 def test_bicubic_reproduces_the_published_ssim(bicubic_means, key):
     assert round(bicubic_means[key].ssim, 4) == PUBLISHED_BICUBIC_SSIM[key]
-
-
-def read_csv(path):
-    with open(path, newline="") as stream:
-        return list(csv.DictReader(stream))
 
 
 def test_runner_test_bicubic_only_prints_and_writes_the_published_table(tmp_path,

@@ -1,10 +1,14 @@
 """`runner ship`: a run's snapshot into results/models/, with what produced it."""
+from pathlib import Path
+
 import h5py
 import numpy as np
+import pytest
 import yaml
 
-from helpers import assert_one_line_error, tiny_run
+from helpers import ROOT, assert_one_line_error, read_csv, tiny_run
 from in_process import run_main
+from runner import ship
 from runner.files import snapshot
 from runner.train import train_log
 
@@ -135,11 +139,12 @@ def test_surplus_snapshots_spare_the_newest_and_the_best():
     assert snapshot.surplus_snapshots([20], 3, psnr_at) == []
 
 
-def two_tiny_runs(tmp_path, capfd, second_net_edit=()):
-    """Snapshots at iteration 10 of two tiny runs of one net, from different seeds (the second
-    one's net edited by `second_net_edit`, --set KEY=VALUE texts)."""
+def tiny_runs(tmp_path, capfd, second_net_edit=(), seeds=(7, 8)):
+    """Snapshots at iteration 10 of tiny runs of one net (run/a, run/b, ...), one per seed (the
+    second one's net edited by `second_net_edit`, --set KEY=VALUE texts)."""
     states = []
-    for prefix, seed, edits in (("run/a", 7, ()), ("run/b", 8, second_net_edit)):
+    for index, seed in enumerate(seeds):
+        prefix, edits = f"run/{'abcd'[index]}", second_net_edit if index == 1 else ()
         solver = tiny_run(tmp_path, max_iter=10, snapshot=10, prefix=prefix)
         sets = [item for edit in (f"random_seed={seed}", *edits) for item in ("--set", edit)]
         assert run_main(capfd, "train", "--solver", solver, *sets).returncode == 0
@@ -148,7 +153,7 @@ def two_tiny_runs(tmp_path, capfd, second_net_edit=()):
 
 
 def test_ship_of_several_snapshots_averages_their_weights(tmp_path, capfd):
-    states = two_tiny_runs(tmp_path, capfd)
+    states = tiny_runs(tmp_path, capfd)
     shipped = tmp_path / "models"
     result = run_main(capfd, "ship", *states, "--name", "soup", "--out", shipped)
     assert result.returncode == 0, result.stderr
@@ -180,7 +185,7 @@ def test_ship_of_several_snapshots_averages_their_weights(tmp_path, capfd):
 
 
 def test_ship_averages_only_distinct_snapshots_of_one_net(tmp_path, capfd):
-    states = two_tiny_runs(tmp_path, capfd, ["conv2.convolution_param.dilation=2",
+    states = tiny_runs(tmp_path, capfd, ["conv2.convolution_param.dilation=2",
                                               "conv2.convolution_param.pad=2"])
     shipped = tmp_path / "models"
     assert_one_line_error(run_main(capfd, "ship", *states, "--name", "soup", "--out", shipped),
@@ -188,3 +193,73 @@ def test_ship_averages_only_distinct_snapshots_of_one_net(tmp_path, capfd):
     assert_one_line_error(run_main(capfd, "ship", states[0], states[0], "--name", "soup",
                                    "--out", shipped), "a_iter_10.solverstate", "twice")
     assert not (shipped / "soup.model").exists()
+
+
+def test_greedy_soup_keeps_what_raises_the_averages_score(tmp_path, capfd):
+    """Scored by closeness to the average of runs a and b: each alone scores the same, their
+    average scores best, and run c, far off, is left out because the average falls with it."""
+    runs = [ship._Run.of(state) for state in tiny_runs(tmp_path, capfd, seeds=(7, 8, 9))]
+    target = ship.averaged([run.model for run in runs[:2]],
+                           [run.model_path for run in runs[:2]]).read_blobs()
+    far = {layer: [blob * 3 for blob in blobs]
+           for layer, blobs in runs[2].model.read_blobs().items()}
+    runs[2].model = snapshot.ModelFile(far, runs[2].model.net_text, runs[2].model.net_source,
+                                       runs[2].model.iteration, runs[2].model.scale)
+
+    def closeness(model):
+        blobs = model.read_blobs()
+        return -sum(float(np.abs(blob - target[layer][index]).sum())
+                    for layer in target for index, blob in enumerate(blobs[layer]))
+
+    lines = []
+    kept, tasting = ship.greedy_soup(runs, closeness, lines.append)
+    # a and b score the same alone (up to rounding): either may come first
+    assert sorted(run.state_path.name for run in kept) == \
+        ["a_iter_10.solverstate", "b_iter_10.solverstate"]
+    assert [tasted.kept for tasted in tasting] == [True, True, False]
+    assert tasting[2].state_path.name == "c_iter_10.solverstate"
+    assert tasting[0].soup == tasting[0].alone < tasting[1].soup == pytest.approx(0, abs=1e-3)
+    assert tasting[2].soup < tasting[1].soup
+    assert len(lines) == 6 and lines[-1].startswith("the greedy soup: 2 of 3 snapshots")
+
+
+def test_ship_greedy_scores_on_held_out_images_as_runner_test_does(tmp_path, capfd):
+    states = tiny_runs(tmp_path, capfd)
+    config = ROOT / "configs" / "prep_x3_long.yaml"
+    shipped = tmp_path / "models"
+    result = run_main(capfd, "ship", *states, "--name", "soup", "--out", shipped,
+                      "--greedy", config)
+    assert result.returncode == 0, result.stderr
+    record = yaml.safe_load((shipped / "soup" / "greedy_soup.yaml").read_text())
+    assert record["validation"] == str(config)
+    # each snapshot's score alone is runner test --validation's mean for its model
+    for state in states:
+        tried = next(entry for entry in record["tried"] if entry["snapshot"] == str(state))
+        tested = run_main(capfd, "test", "--model", state.with_suffix(".model"),
+                          "--validation", config, "--out", tmp_path / "test")
+        assert tested.returncode == 0, tested.stderr
+        rows = read_csv(tmp_path / "test" / f"{state.with_suffix('').name}_x3.csv")
+        model_rows = [float(row["psnr"]) for row in rows if row["method"] != "bicubic"]
+        assert len(model_rows) == 10
+        assert tried["alone_psnr"] == pytest.approx(np.mean(model_rows), abs=1e-4)
+        assert f"{state}: {tried['alone_psnr']:.4f} dB alone" in result.stdout
+    kept = [entry for entry in record["tried"] if entry["kept"]]
+    assert record["shipped_psnr"] == kept[-1]["average_psnr"]
+    assert record["shipped_psnr"] >= max(entry["alone_psnr"] for entry in record["tried"])
+    if len(kept) == 2:
+        assert (shipped / "soup" / "ingredients.yaml").exists()
+    else:
+        assert (shipped / "soup.model").read_bytes() == \
+            Path(kept[0]["snapshot"]).with_suffix(".model").read_bytes()
+
+
+def test_ship_greedy_needs_several_snapshots_and_a_held_out_split(tmp_path, capfd):
+    states = tiny_runs(tmp_path, capfd)
+    shipped = tmp_path / "models"
+    assert_one_line_error(run_main(capfd, "ship", states[0], "--name", "soup", "--out", shipped,
+                                   "--greedy", ROOT / "configs" / "prep_x3_long.yaml"),
+                          "--greedy", "at least two")
+    assert_one_line_error(run_main(capfd, "ship", *states, "--name", "soup", "--out", shipped,
+                                   "--greedy", ROOT / "configs" / "prep_x3.yaml"),
+                          "prep_x3.yaml", "validation_sets")
+    assert not shipped.exists() or not list(shipped.iterdir())

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from runner.config import loading, schema
 from runner.errors import UserError
 from runner.files import outputs
 from runner.imaging import datasets, images, matlab
@@ -104,6 +105,23 @@ def validation_set_images(prep_config, data_root=None):
     named `<set>-validation` so that no table takes it for the whole set."""
     return [(f"{name}-validation", path) for name, path in datasets.validation_images(
         prep_config.validation_sets, prep_config.validation_images, data_root)]
+
+
+def held_out_images(prep_config_path, data_root=None):
+    """validation_set_images of a prep config file, which must hold images out."""
+    prep_config = loading.load(schema.PrepConfig, prep_config_path)
+    if not prep_config.validation_sets:
+        raise UserError(prep_config_path, "holds no images out for validation (validation_sets "
+                        "is empty)")
+    return validation_set_images(prep_config, data_root)
+
+
+def mean_psnr(model, named_paths, tile_size=tile_sizes.DEFAULT_TILE_SIZE):
+    """An InferenceModel's PSNR averaged over images (set name, file), each scored whole by the
+    protocol at the model's scale: `runner test`'s figure for those images."""
+    scores = evaluate_images(named_paths, Protocol(model.scale),
+                             {model.name: model_method(model, tile_size)})
+    return float(np.mean([score.psnr for score in scores]))
 
 
 def evaluate_sets(set_names, protocol, methods, data_root=None, progress=False):
