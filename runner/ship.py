@@ -252,9 +252,9 @@ def _tasting_record(prep_config_path, tasting):
               "tried": [{"snapshot": str(tasted.state_path), "alone_psnr": tasted.alone,
                          "average_psnr": tasted.soup, "kept": tasted.kept}
                         for tasted in tasting]}
-    return ("# runner ship --greedy: each snapshot's model scored on the images the prep config "
-            "holds out (mean PSNR, dB,\n# whole, as runner test --validation scores them), tried "
-            "best first, kept only if the average's\n# score did not fall\n"
+    return ("# runner ship --greedy: each snapshot's model scored on the images the prep config\n"
+            "# holds out (mean PSNR in dB, whole, as runner test --validation scores them), tried\n"
+            "# best first, and kept only if the average's score did not fall\n"
             + yaml.safe_dump(record, sort_keys=False))
 
 
