@@ -44,11 +44,11 @@ def ship(state_paths, name, folder=DEFAULT_FOLDER, greedy_on=None, report=lambda
     runs = [_Run.of(Path(path)) for path in state_paths]
     if len(runs) > 1:
         _check_one_net(runs)
-    tasting = None
+    trials = None
     if greedy_on is not None:
         if len(runs) < 2:
             raise UserError("--greedy", "chooses among several snapshots: give at least two")
-        runs, tasting = greedy_soup(runs, validation_scorer(greedy_on), report)
+        runs, trials = greedy_soup(runs, validation_scorer(greedy_on), report)
     model = runs[0].model if len(runs) == 1 else _average_of(runs)
     folder = outputs.writable_folder(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
@@ -60,8 +60,8 @@ def ship(state_paths, name, folder=DEFAULT_FOLDER, greedy_on=None, report=lambda
             for index, run in enumerate(runs, 1):
                 run.write(staging / run.folder_name(index), f"{name}: {run.folder_name(index)}")
             (staging / "ingredients.yaml").write_text(_ingredients(runs), encoding="utf-8")
-        if tasting is not None:
-            (staging / "greedy_soup.yaml").write_text(_tasting_record(greedy_on, tasting),
+        if trials is not None:
+            (staging / "greedy_soup.yaml").write_text(_greedy_record(greedy_on, trials),
                                                       encoding="utf-8")
         if len(runs) == 1 and not runs[0].scale_filled_in:
             shutil.copyfile(runs[0].model_path, staging / "model.tmp")
@@ -102,7 +102,7 @@ def _average_of(runs):
 
 
 @dataclass(frozen=True)
-class Tasted:
+class Tried:
     """One snapshot as the greedy soup tried it."""
 
     state_path: Path
@@ -112,7 +112,7 @@ class Tasted:
 
 
 def greedy_soup(runs, score, report):
-    """(the runs kept, [Tasted] in the order tried): the runs ranked by `score` (a function of
+    """(the runs kept, [Tried] in the order tried): the runs ranked by `score` (a function of
     a ModelFile, higher better) of their own model, the best first; each next one kept in the
     average only if the average's score does not fall. Ties keep the given order."""
     alone = []
@@ -120,18 +120,18 @@ def greedy_soup(runs, score, report):
         alone.append(score(run.model))
         report(f"{run.state_path}: {alone[-1]:.4f} dB alone")
     ranked = sorted(range(len(runs)), key=lambda index: -alone[index])
-    kept, best, tasting = [runs[ranked[0]]], alone[ranked[0]], []
-    tasting.append(Tasted(kept[0].state_path, best, best, True))
+    kept, best = [runs[ranked[0]]], alone[ranked[0]]
+    trials = [Tried(kept[0].state_path, best, best, True)]
     for index in ranked[1:]:
-        trial = kept + [runs[index]]
-        value = score(_average_of(trial))
-        tasting.append(Tasted(runs[index].state_path, alone[index], value, value >= best))
-        report(f"+ {runs[index].state_path}: the average of {len(trial)} {value:.4f} dB, "
+        candidate = kept + [runs[index]]
+        value = score(_average_of(candidate))
+        trials.append(Tried(runs[index].state_path, alone[index], value, value >= best))
+        report(f"+ {runs[index].state_path}: the average of {len(candidate)} {value:.4f} dB, "
                f"{'kept' if value >= best else 'left out'}")
         if value >= best:
-            kept, best = trial, value
+            kept, best = candidate, value
     report(f"the greedy soup: {len(kept)} of {len(runs)} snapshots, {best:.4f} dB")
-    return kept, tasting
+    return kept, trials
 
 
 def validation_scorer(prep_config_path):
@@ -243,15 +243,15 @@ def _ingredients(runs):
             "with several).\n" + yaml.safe_dump({"ingredients": listed}, sort_keys=False))
 
 
-def _tasting_record(prep_config_path, tasting):
+def _greedy_record(prep_config_path, trials):
     """greedy_soup.yaml: the validation split, and every snapshot tried in order, with its
     score alone, the average's with it, and whether it stayed."""
     import yaml
-    kept = [tasted.soup for tasted in tasting if tasted.kept]
+    kept = [trial.soup for trial in trials if trial.kept]
     record = {"validation": str(prep_config_path), "shipped_psnr": kept[-1],
-              "tried": [{"snapshot": str(tasted.state_path), "alone_psnr": tasted.alone,
-                         "average_psnr": tasted.soup, "kept": tasted.kept}
-                        for tasted in tasting]}
+              "tried": [{"snapshot": str(trial.state_path), "alone_psnr": trial.alone,
+                         "average_psnr": trial.soup, "kept": trial.kept}
+                        for trial in trials]}
     return ("# runner ship --greedy: each snapshot's model scored on the images the prep config\n"
             "# holds out (mean PSNR in dB, whole, as runner test --validation scores them), tried\n"
             "# best first, and kept only if the average's score did not fall\n"

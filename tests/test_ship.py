@@ -212,14 +212,14 @@ def test_greedy_soup_keeps_what_raises_the_averages_score(tmp_path, capfd):
                     for layer in target for index, blob in enumerate(blobs[layer]))
 
     lines = []
-    kept, tasting = ship.greedy_soup(runs, closeness, lines.append)
+    kept, trials = ship.greedy_soup(runs, closeness, lines.append)
     # a and b score the same alone (up to rounding): either may come first
     assert sorted(run.state_path.name for run in kept) == \
         ["a_iter_10.solverstate", "b_iter_10.solverstate"]
-    assert [tasted.kept for tasted in tasting] == [True, True, False]
-    assert tasting[2].state_path.name == "c_iter_10.solverstate"
-    assert tasting[0].soup == tasting[0].alone < tasting[1].soup == pytest.approx(0, abs=1e-3)
-    assert tasting[2].soup < tasting[1].soup
+    assert [trial.kept for trial in trials] == [True, True, False]
+    assert trials[2].state_path.name == "c_iter_10.solverstate"
+    assert trials[0].soup == trials[0].alone < trials[1].soup == pytest.approx(0, abs=1e-3)
+    assert trials[2].soup < trials[1].soup
     assert len(lines) == 6 and lines[-1].startswith("the greedy soup: 2 of 3 snapshots")
 
 

@@ -155,9 +155,9 @@ def _solver_setup(solver, solver_source, solver_text, net_texts):
     if solver.test_interval and len(solver.test_iter) != len(test_names):
         raise UserError(solver_source, f"test_iter: {len(test_names)} test net(s) need as many "
                         f"test_iter entries, got {len(solver.test_iter)}")
-    return SolverSetup(completed_solver(solver, solver_source), solver_source, solver_text, nets[train_name],
-                       tuple(nets[name] for name in test_names), tuple(net_texts),
-                       solver_source)
+    return SolverSetup(completed_solver(solver, solver_source), solver_source, solver_text,
+                       nets[train_name], tuple(nets[name] for name in test_names),
+                       tuple(net_texts), solver_source)
 
 
 def completed_solver(solver, source):
