@@ -113,18 +113,19 @@ class Tried:
 
 def greedy_soup(runs, score, report):
     """(the runs kept, [Tried] in the order tried): the runs ranked by `score` (a function of
-    a ModelFile, higher better) of their own model, the best first; each next one kept in the
-    average only if the average's score does not fall. Ties keep the given order."""
+    a ModelFile and the path that names it, higher better) of their own model, the best first;
+    each next one kept in the average only if the average's score does not fall. Ties keep the
+    given order."""
     alone = []
     for run in runs:
-        alone.append(score(run.model))
+        alone.append(score(run.model, run.model_path))
         report(f"{run.state_path}: {alone[-1]:.4f} dB alone")
     ranked = sorted(range(len(runs)), key=lambda index: -alone[index])
     kept, best = [runs[ranked[0]]], alone[ranked[0]]
     trials = [Tried(kept[0].state_path, best, best, True)]
     for index in ranked[1:]:
         candidate = kept + [runs[index]]
-        value = score(_average_of(candidate))
+        value = score(_average_of(candidate), candidate[0].model_path)
         trials.append(Tried(runs[index].state_path, alone[index], value, value >= best))
         report(f"+ {runs[index].state_path}: the average of {len(candidate)} {value:.4f} dB, "
                f"{'kept' if value >= best else 'left out'}")
@@ -135,19 +136,14 @@ def greedy_soup(runs, score, report):
 
 
 def validation_scorer(prep_config_path):
-    """ModelFile -> the mean PSNR of its model (torch engine) on the images the prep config
-    holds out of training, whole: `runner test --validation`'s figure."""
-    from runner.files import snapshot
+    """(ModelFile, the path that names it) -> the mean PSNR of its model (torch engine) on the
+    images the prep config holds out of training, whole: `runner test --validation`'s figure."""
     from runner.infer import torch_engine
     from runner.score import evaluate
     images = evaluate.held_out_images(prep_config_path)
 
-    def score(model_file):
-        with tempfile.TemporaryDirectory(prefix="srcaffe-soup-") as folder:
-            path = Path(folder) / "candidate.model"
-            snapshot.save_model(path, model_file)
-            model = torch_engine.load_for_inference(path)
-        return evaluate.mean_psnr(model, images)
+    def score(model_file, path):
+        return evaluate.mean_psnr(torch_engine.inference_model(path, model_file), images)
     return score
 
 

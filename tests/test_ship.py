@@ -206,7 +206,7 @@ def test_greedy_soup_keeps_what_raises_the_averages_score(tmp_path, capfd):
     runs[2].model = snapshot.ModelFile(far, runs[2].model.net_text, runs[2].model.net_source,
                                        runs[2].model.iteration, runs[2].model.scale)
 
-    def closeness(model):
+    def closeness(model, path):
         blobs = model.read_blobs()
         return -sum(float(np.abs(blob - target[layer][index]).sum())
                     for layer in target for index, blob in enumerate(blobs[layer]))

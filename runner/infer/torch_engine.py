@@ -86,7 +86,13 @@ def load_for_inference(model_path, device="cpu", scale=None):
     """A TorchModel from a `.model` file. `scale`, when given, must be the model's; a net
     without a final Deconvolution (SRCNN) needs it, since its scale lives in its data."""
     path = Path(model_path)
-    model = caffe_model.read_model(path)
+    return inference_model(path, caffe_model.read_model(path), device, scale)
+
+
+def inference_model(path, model, device="cpu", scale=None):
+    """load_for_inference of a ModelFile already in memory (an average of several, say);
+    `path` names it in errors and gives its name where its net has none."""
+    path = Path(path)
     trained, deployed, module = trained_deploy_net(path, model)
     geometry = net_geometry(deployed, module, str(path))
     scale = deploy.inference_scale(path, model, geometry, scale)
