@@ -44,7 +44,7 @@ def run_as_predict(model, plane, forward):
     net: `forward` maps a 1 x 1 x H x W float32 array to the net's output array."""
     if model.upsamples_first:
         plane = matlab.imresize(plane, model.scale)
-    plane = np.pad(np.asarray(plane, np.float32), model.geometry.padding, mode="edge")
+    plane = model.geometry.padded(np.asarray(plane, np.float32))
     return model.geometry.cropped(forward(plane[None, None])[0, 0])
 
 

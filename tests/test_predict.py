@@ -77,12 +77,29 @@ def test_small_planes_run_whole_and_large_ones_in_tiles(model):
 def test_tiles_of_the_shipped_models_are_seamless(shipped):
     """Trained weights reach as far as the receptive field does: tiles overlapping by the
     geometry's context (half the field and two) give the whole-image result at every seam, for
-    unpadded nets with their edge padding, a x4 deconvolution and SRCNN's bicubic input."""
+    unpadded nets with their mirrored border, a x4 deconvolution and SRCNN's bicubic input."""
     model = torch_engine.load_for_inference(ROOT / "results" / "models" / f"{shipped}.model")
     y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr")[:90, :71] / 255.0
     whole = tiles.super_resolve(model, y, tile_size=None)
     for tile_size in (16, 29):
         assert np.abs(tiles.super_resolve(model, y, tile_size=tile_size) - whole).max() < 1e-5
+
+
+@pytest.mark.parametrize("shipped", ["fsrcnn_x3", "srcnn_x3"])
+def test_the_image_is_extended_as_its_mirror_at_the_border(shipped):
+    """An unpadded net sees past the image's edge the image mirrored there (MATLAB's
+    'symmetric'), the rule the held-out images chose: super-resolving a plane gives the centre
+    of super-resolving it with a mirrored border of its own, and not with its edge repeated."""
+    model = torch_engine.load_for_inference(ROOT / "results" / "models" / f"{shipped}.model")
+    y = matlab.rgb2y(cv2.imread(str(BUTTERFLY)), channel_order="bgr")[:60, :45] / 255.0
+    border = model.geometry.padding + 3
+    centre = (slice(border * model.scale, -border * model.scale),) * 2
+    drawn = tiles.super_resolve(model, y, tile_size=None)
+
+    def extended(mode):
+        return tiles.super_resolve(model, np.pad(y, border, mode=mode), tile_size=None)[centre]
+    assert np.abs(extended("symmetric") - drawn).max() < 1e-5
+    assert np.abs(extended("edge") - drawn).max() > 1e-2
 
 
 @pytest.mark.parametrize("scale, shrink, padding", [(2, 31, 8), (4, 55, 7)])

@@ -293,8 +293,8 @@ def measure_onnx(result, folder, repeats, data_root, log):
     settings.intra_op_num_threads, settings.inter_op_num_threads = result.threads, 1
     session = onnxruntime.InferenceSession(data, settings, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0].name
-    # fed as ours is: the edge repeated around the plane, the output cropped (geometry)
-    padded = np.pad(y, model.geometry.padding, mode="edge")[None, None]
+    # fed as ours is: the plane mirrored around it, the output cropped (geometry)
+    padded = model.geometry.padded(y)[None, None]
     theirs = model.geometry.cropped(session.run(None, {feed: padded})[0][0, 0])
     difference = np.abs(theirs - tiles.super_resolve(model, y, None)).max()
     if difference > 1e-4:

@@ -105,8 +105,8 @@ class Geometry:
     surplus cut half before and half after it, the odd pixel of an odd shrink after).
 
     A net that shrinks (unpadded convolutions: the authors' 11x11 recipe, SRCNN) is fed its
-    input with `padding` edge pixels repeated on each side and its output cropped by `cropped`,
-    so that out = factor * in, lined up with the input."""
+    input with `padding` pixels mirrored on each side (`padded`) and its output cropped by
+    `cropped`, so that out = factor * in, lined up with the input."""
 
     factor: int
     shrink: int
@@ -122,6 +122,13 @@ class Geometry:
     def crop_end(self):
         """Output pixels after the input's footprint when the input is padded."""
         return 2 * self.factor * self.padding - self.shrink - self.crop_start
+
+    def padded(self, plane):
+        """A 2-D plane with `padding` pixels mirrored around it, the edge pixel included
+        (MATLAB's 'symmetric', as its imresize extends an image). On the held-out images whole,
+        mirroring scores 0.007 to 0.013 dB above repeating the edge for every shipped
+        FSRCNN(56,12,4) and within 0.002 for SRCNN and FSRCNN-s (results/README.md)."""
+        return np.pad(plane, self.padding, mode="symmetric") if self.padding else plane
 
     def cropped(self, output):
         """The net's output on a `padding`-padded input (an array or tensor, H and W last) cut
@@ -145,7 +152,7 @@ def measure_geometry(deploy_param, output_size, source):
         raise UserError(source, f"the net's output ({small[0]} for {PROBE_SIZES[0]} input "
                         f"pixels, {large[0]} for {PROBE_SIZES[1]}) is not a multiple of its "
                         "input less a fixed number of pixels")
-    # enough edge pixels that the cut before the footprint, the larger one, is not negative
+    # enough pixels around the input that the cut before the footprint, the larger one, is not negative
     padding = math.ceil(structure.offset_in_footprint(shrink) / growth)
     return Geometry(growth, shrink, padding, receptive_reach(deploy_param))
 
@@ -210,9 +217,7 @@ class InferenceModel:
 
     def run(self, plane):
         """The net on one float32 network-input plane: its output, factor x the plane's size
-        (float32), lined up with it (edge pixels repeated around the input of a net that
-        shrinks, its surplus cropped as Geometry says). The engine's `forward` maps a 2-D
-        plane to the output blob's."""
-        if self.geometry.padding:
-            plane = np.pad(plane, self.geometry.padding, mode="edge")
-        return self.geometry.cropped(self.forward(plane))
+        (float32), lined up with it (pixels mirrored around the input of a net that shrinks,
+        its surplus cropped, as Geometry says). The engine's `forward` maps a 2-D plane to the
+        output blob's."""
+        return self.geometry.cropped(self.forward(self.geometry.padded(plane)))
