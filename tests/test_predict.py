@@ -106,7 +106,7 @@ def test_the_image_is_extended_as_its_mirror_at_the_border(shipped):
 def test_tiles_of_a_net_whose_output_is_odd_are_seamless(tmp_path, scale, shrink, padding):
     """The long-schedule x2 and x4 nets: a 9x9 deconvolution at stride 2 (pad 7) or 4 (pad 6)
     makes the output of the 35 or 33 LR pixels of a training window 2 * 35 - 31 = 39 or
-    4 * 33 - 55 = 77 pixels, odd. 8 or 7 edge pixels on each side (the cut before the
+    4 * 33 - 55 = 77 pixels, odd. 8 or 7 mirrored pixels on each side (the cut before the
     footprint, shrink // 2, over the factor, rounded up) give 2 * 47 - 31 = 2 * 31 + 1
     (4 * 45 - 55 = 4 * 31 + 1): nothing cut before the image's footprint, the extra pixel
     after it; tiles give the whole-image result at every seam all the same."""

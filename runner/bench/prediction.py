@@ -161,7 +161,7 @@ def prediction_section(results):
         shipped, theirs = median(rates[SHIPPED_CONTENDER]), median(rates["OpenCV dnn_superres"])
         lines.append(f"- The same image through the shipped "
                      f"{SHIPPED_FSRCNN.relative_to(REPO_ROOT)}, whose layers are unpadded (the "
-                     "image's edge is repeated around it, so they compute a border more): "
+                     "image is mirrored around it, so they compute a border more): "
                      f"{shipped:,.1f} {unit} ({1e3 / shipped:.1f} ms), "
                      f"**{shipped / theirs:.2f}x** OpenCV.")
     plain = median(rates[f"ours, {PLAIN}"])

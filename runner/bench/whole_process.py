@@ -415,7 +415,7 @@ def whole_process_section(result):
               f"- The ONNX model: `runner export --format onnx`; onnxruntime "
               f"{_onnxruntime_version()} "
               f"with {threads} intra-op threads (ours: torch at {threads} threads), fed the "
-              "plane as ours is (edge repeated, output cropped) and checked equal to ours "
+              "plane as ours is (mirrored around it, output cropped) and checked equal to ours "
               "within 1e-4; both run the whole plane in one pass (ours in predict's tiles "
               "too: the `ours, tiles` line below).",
               "- Each repetition:", *notes, ""]
