@@ -13,9 +13,12 @@
 - `degradation: tutorial` (the Intel tutorial): no modcrop and no whole-image resize; every HR
   subimage is shrunk on its own by `cv2.resize(..., INTER_CUBIC)` to lr_size.
 `lr_context` widens every input window by that many pixels of the image itself on each side
-(the authors' 11x11 inputs for 7x7 footprints); HR subimages whose widened window would leave the
-image are skipped. Then `lr_padding` zero pixels are added around every input and `label_border` pixels are cut off
-every side of every label. Everything is numpy on whole arrays: windows are views of the image
+(the authors' 11x11 inputs for 7x7 footprints); HR subimages whose widened window would leave
+the image are skipped, or with `border_context: mirror` cut from the LR image mirrored past its
+border (as inference extends an image for an unpadded net: runner/infer/deploy.py), from the
+image's first pixel to a last window flush with its bottom and right edges. Then `lr_padding`
+zero pixels are added around every input and `label_border` pixels are cut off every side of
+every label. Everything is numpy on whole arrays: windows are views of the image
 picked by fancy indexing; no Python loop runs per pixel or per subimage.
 """
 import cv2
@@ -58,6 +61,9 @@ def check_config(config, source):
     if config.lr_context and config.degradation == "tutorial":
         raise UserError(source, "degradation: tutorial shrinks each subimage on its own, so it "
                         "has no image around it for lr_context")
+    if config.border_context == "mirror" and config.degradation == "tutorial":
+        raise UserError(source, "degradation: tutorial shrinks each subimage on its own, so it "
+                        "has no image border to mirror (border_context: mirror)")
     if 2 * config.label_border >= config.hr_size:
         raise UserError(source, f"label_border {config.label_border} leaves nothing of a "
                         f"{config.hr_size}x{config.hr_size} label")
@@ -77,10 +83,13 @@ def label_size(config):
     return config.hr_size - 2 * config.label_border
 
 
-def offsets(length, size, stride, align=1):
+def offsets(length, size, stride, align=1, to_the_edge=False):
     """Start offsets of `size`-long windows every `stride` pixels of a `length`-long axis, each
-    snapped down to a multiple of `align` (duplicates dropped). Empty when size > length."""
+    snapped down to a multiple of `align` (duplicates dropped), and with `to_the_edge` the last
+    one that fits as well. Empty when size > length."""
     starts = np.arange(0, length - size + 1, stride)
+    if to_the_edge and len(starts):
+        starts = np.append(starts, length - size)
     return np.unique(starts - starts % align)
 
 
@@ -128,13 +137,20 @@ def _paper_pairs(y, config, stride):
         source, step = matlab.to_uint8(matlab.imresize(lr, output_shape=hr.shape)), 1
     else:
         source, step = lr, config.scale
-    context = config.lr_context
-    rows, cols = (within_context(offsets(length, config.hr_size, stride, align=step) // step,
-                                 source_length, config.lr_size, context)
-                  for length, source_length in zip(hr.shape, source.shape))
+    context, mirrored = config.lr_context, config.border_context == "mirror"
+    rows, cols = [offsets(length, config.hr_size, stride, align=step, to_the_edge=mirrored) // step
+                  for length in hr.shape]
+    if mirrored:
+        # LR row r of the image is row r + context of the mirrored one, where r's widened
+        # window therefore starts
+        windowed, shift = np.pad(source, context, mode="symmetric"), 0
+    else:
+        rows, cols = [within_context(starts, source_length, config.lr_size, context)
+                      for starts, source_length in zip((rows, cols), source.shape)]
+        windowed, shift = source, context
     if not len(rows) or not len(cols):
         return _no_pairs(config)
-    return (crop_windows(source, rows - context, cols - context, config.lr_size + 2 * context),
+    return (crop_windows(windowed, rows - shift, cols - shift, config.lr_size + 2 * context),
             crop_windows(hr, rows * step, cols * step, config.hr_size))
 
 

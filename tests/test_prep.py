@@ -239,6 +239,25 @@ def test_lr_context_keeps_the_image_around_the_lr_subimage(tmp_path):
         assert np.array_equal(ground[index, 0] * 255, hr[3 * row:3 * row + 21, 18:39])
 
 
+def test_border_context_mirror_cuts_windows_at_the_border_from_the_mirrored_image(tmp_path):
+    # the same 66x60 image: HR rows 0, 18, 36 and the last that fits, 45 (LR 0, 6, 12, 15);
+    # cols 0, 18, 36, 39 (LR 0, 6, 12, 13); every window kept, its context mirrored where the
+    # image ends, as inference extends it
+    root = tmp_path / "data"
+    make_dataset(root, "Colour", {"a.png": smooth_colour_image(66, 60)})
+    (inputs, ground, _), _ = prep_colour(root, tmp_path / "mirror", lr_context=2,
+                                         border_context="mirror")
+    hr = modcrop(matlab_y(cv2.imread(str(root / "Colour" / "a.png"))), 3)
+    mirrored = np.pad(to_uint8(imresize(hr, 1 / 3)), 2, mode="symmetric")
+    starts = [(row, col) for row in (0, 6, 12, 15) for col in (0, 6, 12, 13)]
+    assert inputs.shape == (len(starts), 1, 11, 11)
+    for index, (row, col) in enumerate(starts):
+        assert np.allclose(inputs[index, 0] * 255, mirrored[row:row + 11, col:col + 11],
+                           atol=1e-4)
+        assert np.array_equal(ground[index, 0] * 255,
+                              hr[3 * row:3 * row + 21, 3 * col:3 * col + 21])
+
+
 def test_srcnn_input_is_the_bicubic_upscale_and_the_label_its_centre(colour_data, tmp_path):
     (inputs, ground, _), _ = prep_colour(colour_data, tmp_path / "srcnn", input="bicubic",
                                          lr_size=33, hr_size=33, label_border=6, stride=14)
@@ -283,6 +302,7 @@ def test_a_label_one_pixel_past_the_footprint_needs_that_pixel_in_the_image():
     ({"validation_sets": ["Set5"]}, "both a validation and a test set"),
     ({"validation_images": 3}, "names none"),
     ({"lr_context": 2, "degradation": "tutorial"}, "no image around it"),
+    ({"border_context": "mirror", "degradation": "tutorial"}, "no image border to mirror"),
 ])
 def test_inconsistent_sizes_are_user_errors(keys, problem):
     with pytest.raises(UserError, match=re.escape(problem)):

@@ -570,6 +570,13 @@ class PrepConfig:
                              "subimage (the authors' recipe: 2 gives 11x11 LR inputs for 21x21 "
                              "labels; windows without that much image around them are skipped)",
                              0, minimum=0)
+    border_context: str = option(None, "string", "windows whose lr_context would leave the "
+                                 "image: skip (default), or mirror: cut them all the same from "
+                                 "the image mirrored past its border, as inference extends it "
+                                 "for an unpadded net, with one more window flush with the "
+                                 "bottom and right edges, so that training sees the image's "
+                                 "border as inference shows it", "skip",
+                                 choices=("skip", "mirror"))
     input: str = option(None, "string", "lr: the downscaled image (FSRCNN); bicubic: it "
                         "upscaled back to HR size (SRCNN)", "lr", choices=("lr", "bicubic"))
     label_border: int = option(None, "int32", "pixels cropped from each side of the label "
