@@ -152,7 +152,8 @@ def measure_geometry(deploy_param, output_size, source):
         raise UserError(source, f"the net's output ({small[0]} for {PROBE_SIZES[0]} input "
                         f"pixels, {large[0]} for {PROBE_SIZES[1]}) is not a multiple of its "
                         "input less a fixed number of pixels")
-    # enough pixels around the input that the cut before the footprint, the larger one, is not negative
+    # enough pixels around the input that the cut before the footprint, the larger one, is not
+    # negative
     padding = math.ceil(structure.offset_in_footprint(shrink) / growth)
     return Geometry(growth, shrink, padding, receptive_reach(deploy_param))
 
