@@ -8,7 +8,8 @@ from runner.train.lr_policy import current_step, learning_rate
 
 
 def solver(lr_policy, **fields):
-    defaults = dict(base_lr=0.01, gamma=0.1, power=1.0, stepsize=100, stepvalue=[], max_iter=1000)
+    defaults = dict(base_lr=0.01, gamma=0.1, power=1.0, stepsize=100, stepvalue=[], max_iter=1000,
+                    warmup_iter=0)
     return SimpleNamespace(lr_policy=lr_policy, **{**defaults, **fields})
 
 
@@ -71,6 +72,21 @@ def test_sigmoid(gamma, iteration, expected):
 def test_sigmoid_steep_decay_does_not_overflow():
     # exp(1 * 999_900) overflows a float; the rate is 0 to within any precision.
     assert learning_rate(solver("sigmoid", gamma=-1.0), 1_000_000) == pytest.approx(0.0, abs=1e-300)
+
+
+@pytest.mark.parametrize(
+    "policy, iteration, expected",
+    [
+        ("fixed", 0, 0.0025),       # 0.01 * 1/4
+        ("fixed", 2, 0.0075),       # 0.01 * 3/4
+        ("fixed", 3, 0.01),         # the ramp's end: the policy's rate
+        ("fixed", 500, 0.01),
+        ("poly", 1, 0.01 * 0.999 * 0.5),     # poly's own decay, times 2/4
+        ("step", 250, 0.01 * 0.1 ** 2),      # past the ramp: step's rate unchanged
+    ],
+)
+def test_warmup_ramps_up_to_any_policys_rate(policy, iteration, expected):
+    assert learning_rate(solver(policy, warmup_iter=4), iteration) == pytest.approx(expected)
 
 
 def test_unknown_policy_lists_the_valid_ones():

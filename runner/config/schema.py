@@ -544,6 +544,11 @@ class SolverParameter:
                                 "snapshot; N keeps the newest N and the one test net #0 scored "
                                 "the best PSNR (what `runner ship --best` chooses), removing "
                                 "the other pairs as each new snapshot is written", 0, minimum=0)
+    warmup_iter: int = option(1003, "int64", "srcaffe's, not Caffe's: 0, or the iterations over "
+                              "which the rate rises linearly to lr_policy's, the policy's rate "
+                              "times min(1, (iter + 1) / warmup_iter): a high base_lr's first "
+                              "updates, taken before Adam's averages know the gradients' scale, "
+                              "do not throw the weights far", 0, minimum=0)
 
 
 # --------------------------------------------------------------------------- prep (YAML only)

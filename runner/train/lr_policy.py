@@ -1,9 +1,10 @@
-"""Caffe's learning-rate policies (SGDSolver::GetLearningRate) as plain functions.
+"""Caffe's learning-rate policies (SGDSolver::GetLearningRate) as plain functions, and srcaffe's
+linear warm-up on top of any of them (`warmup_iter`, not Caffe's).
 
 Each policy takes `solver`, any object with Caffe's SolverParameter names (base_lr, lr_policy, gamma,
-power, stepsize, stepvalue, max_iter), and the iteration, and returns the learning rate. The rate is
-a pure function of the solver file and the iteration, so a resumed run with an edited solver file
-picks up the new schedule, as Caffe does.
+power, stepsize, stepvalue, max_iter; and warmup_iter), and the iteration, and returns the learning
+rate. The rate is a pure function of the solver file and the iteration, so a resumed run with an
+edited solver file picks up the new schedule, as Caffe does.
 """
 import math
 
@@ -60,12 +61,20 @@ POLICIES = {
 
 
 def learning_rate(solver, iteration):
-    """The learning rate of `solver.lr_policy` at `iteration`."""
+    """The learning rate of `solver.lr_policy` at `iteration`, ramped up over the first
+    `solver.warmup_iter` iterations (srcaffe's key; 0: Caffe's rate)."""
     try:
         policy = POLICIES[solver.lr_policy]
     except KeyError:
         raise ValueError(f"unknown lr_policy '{solver.lr_policy}'; valid: {', '.join(POLICIES)}") from None
-    return policy(solver, iteration)
+    return policy(solver, iteration) * warmup_factor(solver, iteration)
+
+
+def warmup_factor(solver, iteration):
+    # min(1, (iter + 1) / warmup_iter): the first update already moves the weights.
+    if not solver.warmup_iter:
+        return 1.0
+    return min(1.0, (iteration + 1) / solver.warmup_iter)
 
 
 def current_step(solver, iteration):
