@@ -110,6 +110,7 @@ class SolverstateReport:
     size: int
     iteration: int
     current_step: int
+    seconds: float          # of training so far (max_seconds's clock)
     solver_source: str
     solver: dict            # the solver's settings that differ from Caffe's defaults
     history_blobs: int
@@ -138,7 +139,8 @@ def inspect_solverstate(path, input_size=structure.DEFAULT_INPUT_SIZE):
     present = model_path.is_file()
     matches = present and snapshot.file_sha256(model_path) == state.learned_net_sha256
     return SolverstateReport(Path(path), snapshot.file_sha256(path), Path(path).stat().st_size,
-                             state.iteration, state.current_step, state.solver_source,
+                             state.iteration, state.current_step, state.seconds,
+                             state.solver_source,
                              schema.to_mapping(setup.solver), len(state.history), model_path,
                              present, matches, summary)
 
@@ -204,6 +206,7 @@ def format_report(report):
                   "present, but changed since the snapshot (sha256 differs)" if
                   report.model_present else "missing")
         lines += [f"current_step    {report.current_step}",
+                  f"training time   {report.seconds:,.1f} s",
                   f"history blobs   {report.history_blobs}",
                   f"model file      {report.model_path} ({status})",
                   f"solver          {report.solver_source}"]

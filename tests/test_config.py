@@ -138,6 +138,9 @@ def test_solver_cross_checks(tmp_path):
         loading.check_solver(schema.SolverParameter(lr_policy="step"), "s.yaml")
     with pytest.raises(UserError, match="lr_policy is required"):
         loading.check_solver(schema.SolverParameter(), "s.yaml")
+    with pytest.raises(UserError, match="max_seconds must be positive for lr_policy "
+                       "'poly_seconds'"):
+        loading.check_solver(schema.SolverParameter(lr_policy="poly_seconds"), "s.yaml")
 
 
 def test_solver_names_nets_relative_to_itself(tmp_path):
@@ -151,7 +154,7 @@ def test_solver_names_nets_relative_to_itself(tmp_path):
 
 def test_schema_choices_match_the_implementations():
     from runner.train import lr_policy, update_rules
-    assert set(schema.LR_POLICIES) == set(lr_policy.POLICIES)
+    assert set(schema.LR_POLICIES) == {*lr_policy.POLICIES, *lr_policy.CLOCK_POLICIES}
     assert set(schema.SOLVER_TYPES) == set(update_rules.UPDATE_RULES)
 
 

@@ -168,6 +168,20 @@ def test_a_signal_to_one_process_stops_them_all(tmp_path):
     snapshot.load_solverstate(saved[0])
 
 
+def test_the_clock_stops_every_process_at_the_same_iteration(tmp_path):
+    """max_seconds: rank 0's clock decides for all (a process that stopped alone would leave the
+    other waiting in the gradient all-reduce until the timeout)."""
+    solver_file = tiny_run(tmp_path, 10_000_000, 0)
+    clock = ("lr_policy=poly_seconds", "power=1", "max_seconds=2")
+    result = run_to_end("train", "--solver", solver_file, "--procs", "2",
+                        *(word for setting in clock for word in ("--set", setting)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("max_seconds 2 reached") == 1
+    assert "Optimization Done." in result.stdout
+    saved = list((tmp_path / "run").glob("*.solverstate"))
+    assert len(saved) == 1 and snapshot.load_solverstate(saved[0]).seconds >= 2
+
+
 def test_a_diverging_loss_stops_every_process(tmp_path):
     solver_file = tiny_run(tmp_path, 200, 5)
     solver_file.write_text(solver_file.read_text().replace("base_lr: 0.001", "base_lr: 1.0e+6"))

@@ -494,6 +494,8 @@ def _snapshot_mutations(draw):
                    [("iter", st.integers(-2 ** 63, -1), STATE_COMMANDS),
                     ("current_step", st.one_of(st.integers(-10 ** 9, -1), WORD),
                      STATE_COMMANDS),
+                    ("seconds", st.one_of(st.floats(max_value=-1e-6), st.just(float("nan")),
+                                          st.just(float("inf")), WORD), STATE_COMMANDS),
                     ("learned_net", st.sampled_from(["../tiny_iter_2.model", "/etc/hostname",
                                                      "", "nope.model"]), ("train",)),
                     ("solver_text", st.sampled_from(["max_iter: [", "base_lr: x",

@@ -9,7 +9,7 @@ from runner.train.lr_policy import current_step, learning_rate
 
 def solver(lr_policy, **fields):
     defaults = dict(base_lr=0.01, gamma=0.1, power=1.0, stepsize=100, stepvalue=[], max_iter=1000,
-                    warmup_iter=0)
+                    warmup_iter=0, max_seconds=600.0)
     return SimpleNamespace(lr_policy=lr_policy, **{**defaults, **fields})
 
 
@@ -75,6 +75,27 @@ def test_sigmoid_steep_decay_does_not_overflow():
 
 
 @pytest.mark.parametrize(
+    "seconds, power, expected",
+    [
+        (0.0, 2.0, 0.01),
+        (300.0, 2.0, 0.0025),  # 0.01 * (1 - 300/600)^2
+        (450.0, 0.5, 0.005),   # 0.01 * (1 - 450/600)^0.5
+        (600.0, 1.0, 0.0),
+        (615.0, 1.0, 0.0),     # past the budget (the last display after the clock stops a run)
+    ],
+)
+def test_poly_seconds_decays_over_the_clock_not_the_iterations(seconds, power, expected):
+    for iteration in (0, 999, 50_000):
+        assert learning_rate(solver("poly_seconds", power=power), iteration, seconds) == \
+            pytest.approx(expected)
+
+
+def test_warmup_ramps_up_a_clock_policy_by_the_iteration():
+    # 0.01 * (1 - 60/600) * 2/4
+    assert learning_rate(solver("poly_seconds", warmup_iter=4), 1, 60.0) == pytest.approx(0.0045)
+
+
+@pytest.mark.parametrize(
     "policy, iteration, expected",
     [
         ("fixed", 0, 0.0025),       # 0.01 * 1/4
@@ -90,7 +111,7 @@ def test_warmup_ramps_up_to_any_policys_rate(policy, iteration, expected):
 
 
 def test_unknown_policy_lists_the_valid_ones():
-    valid = "fixed, step, exp, inv, multistep, poly, sigmoid"
+    valid = "fixed, step, exp, inv, multistep, poly, sigmoid, poly_seconds"
     with pytest.raises(ValueError, match=f"unknown lr_policy 'stpe'; valid: {valid}"):
         learning_rate(solver("stpe"), 0)
 

@@ -114,6 +114,49 @@ def test_snapshot_pair_and_contents(tmp_path):
     assert model.blobs["deconv"][0].shape == (4, 1, 9, 9)
 
 
+def clock_limited(folder, max_seconds):
+    """The tiny Adam run with lr_policy poly_seconds over `max_seconds`, a max_iter it never
+    reaches and no snapshots but the last."""
+    path = tiny_run(folder, 1_000_000, 0, "Adam", "run/clock")
+    path.write_text(path.read_text().replace(
+        "lr_policy: fixed", f"lr_policy: poly_seconds\npower: 1\nmax_seconds: {max_seconds}"))
+    return loading.load_solver(path)
+
+
+def solve_recording_rates(solver):
+    """Run `solver` to its end; the rate of each update, in order."""
+    rates, apply_update = [], solver.update_rule.apply_update
+    solver.update_rule.apply_update = lambda rate, iteration: (rates.append(rate),
+                                                               apply_update(rate, iteration))
+    solver.solve()
+    return rates
+
+
+def test_max_seconds_ends_a_run_by_the_clock_and_a_resume_continues_the_clock(tmp_path):
+    tested = []
+    options = TrainOptions(log=False, on_test=lambda iteration, *_: tested.append(iteration))
+    first = Solver(clock_limited(tmp_path, 0.5), options)
+    rates = solve_recording_rates(first)
+    assert first.finished and 10 < first.iteration < 1_000_000
+    # poly over the clock: from base_lr down towards 0, whatever the iterations
+    assert rates[0] == pytest.approx(0.001, rel=0.1) and rates[-1] < 0.00025
+    assert all(later <= earlier for earlier, later in zip(rates, rates[1:]))
+    assert tested[-1] == first.iteration           # the clock's last iteration is tested
+    state_path = snapshot.snapshot_paths(tmp_path / "run" / "clock", first.iteration)[1]
+    state = snapshot.load_solverstate(state_path)
+    assert 0.5 <= state.seconds < 2.5
+
+    # resumed with twice the budget: half of it is spent, so the rate starts at most at half
+    resumed = Solver(clock_limited(tmp_path, 1.0), QUIET)
+    resumed.restore(state_path, state)
+    rates = solve_recording_rates(resumed)
+    assert resumed.finished and resumed.iteration > first.iteration
+    assert rates[0] <= 0.001 * (1 - state.seconds / 1.0) and rates[-1] < 0.00025
+    final = snapshot.load_solverstate(
+        snapshot.snapshot_paths(tmp_path / "run" / "clock", resumed.iteration)[1])
+    assert 1.0 <= final.seconds < 3.0
+
+
 def test_snapshots_load_without_pickle(tmp_path, monkeypatch):
     train(loading.load_solver(tiny_run(tmp_path, 10, 10)), QUIET)
     model_path, state_path = snapshot.snapshot_paths(tmp_path / "run" / "tiny", 10)

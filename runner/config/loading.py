@@ -202,6 +202,8 @@ def check_solver(solver, source):
         raise UserError(source, f"momentum must be 0 for type {solver.type!r} (Caffe's rule)")
     if solver.lr_policy == "poly" and solver.max_iter <= 0:
         raise UserError(source, "max_iter must be positive for lr_policy 'poly'")
+    if solver.lr_policy == "poly_seconds" and solver.max_seconds <= 0:
+        raise UserError(source, "max_seconds must be positive for lr_policy 'poly_seconds'")
     if solver.ema_decay >= 1:
         raise UserError(source, f"ema_decay must be below 1, got {solver.ema_decay}: it is "
                         "the share of the average that each update keeps")

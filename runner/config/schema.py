@@ -477,7 +477,9 @@ class NetParameter:
 
 # --------------------------------------------------------------------------- solver
 
-LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+# Caffe's, then srcaffe's (not Caffe's) over the training clock: poly_seconds, base_lr *
+# (1 - seconds / max_seconds) ^ power
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "poly_seconds")
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 # Caffe's deprecated SolverParameter.SolverType enum
 SOLVER_TYPE_ENUM = ProtoEnum("SolverType", ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA",
@@ -503,9 +505,11 @@ class SolverParameter:
     max_iter: int = option(7, "int64", "the last iteration", 0, minimum=0)
     iter_size: int = option(36, "int64", "batches whose gradients are accumulated per update", 1,
                             minimum=1)
-    lr_policy: str = option(8, "string", "learning-rate schedule", choices=LR_POLICIES)
+    lr_policy: str = option(8, "string", "learning-rate schedule (poly_seconds is srcaffe's: "
+                            "poly over max_seconds of training instead of max_iter iterations)",
+                            choices=LR_POLICIES)
     gamma: float = option(9, "float", "step/exp/inv/multistep/sigmoid: decay factor", 0.0)
-    power: float = option(10, "float", "inv/poly: exponent", 0.0)
+    power: float = option(10, "float", "inv/poly/poly_seconds: exponent", 0.0)
     momentum: float = option(11, "float", "SGD/Nesterov momentum; Adam beta1; AdaDelta decay",
                              0.0, minimum=0)
     weight_decay: float = option(12, "float", "regularisation strength", 0.0, minimum=0)
@@ -549,6 +553,12 @@ class SolverParameter:
                               "times min(1, (iter + 1) / warmup_iter): a high base_lr's first "
                               "updates, taken before Adam's averages know the gradients' scale, "
                               "do not throw the weights far", 0, minimum=0)
+    max_seconds: float = option(1004, "float", "srcaffe's, not Caffe's: 0, or the seconds of "
+                                "training after which the run ends as it would at max_iter "
+                                "(whichever comes first), and over which lr_policy poly_seconds "
+                                "decays: the solver loop's wall time, test passes and snapshots "
+                                "included, start-up not, summed over resumes (each solverstate "
+                                "stores it)", 0.0, minimum=0)
 
 
 # --------------------------------------------------------------------------- prep (YAML only)

@@ -213,6 +213,20 @@ def count_attribute(obj, name, path, default=None):
     return int(value)
 
 
+def seconds_attribute(obj, name, path, default=None):
+    """A finite, non-negative number attribute (a duration), as a float; `default` when absent
+    and a default is given."""
+    value = obj.attrs.get(name, default)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    number = isinstance(value, (int, float, np.integer, np.floating)) and \
+        not isinstance(value, (bool, np.bool_))
+    if not number or not np.isfinite(value) or value < 0:
+        raise UserError(path, f"attribute {name!r} is {_described(value)}, expected seconds "
+                        "(a finite number, at least 0)")
+    return float(value)
+
+
 def _described(value):
     if value is None:
         return "missing"

@@ -190,6 +190,7 @@ class SolverState:
     weights: list = field(default_factory=list)          # the net's parameter blobs, each
                                                          # shared one once, when the .model
                                                          # holds their moving average; else none
+    seconds: float = 0.0              # the training clock (max_seconds's) at the snapshot
 
     def arrays(self):
         """Every array it holds: history, generators, reader orders and generators, weights."""
@@ -208,7 +209,8 @@ def save_solverstate(path, state):
         h5.attrs.update(format=SOLVERSTATE_FORMAT, iter=state.iteration,
                         learned_net=state.learned_net,
                         learned_net_sha256=state.learned_net_sha256,
-                        current_step=state.current_step, solver_source=state.solver_source,
+                        current_step=state.current_step, seconds=state.seconds,
+                        solver_source=state.solver_source,
                         solver_text=state.solver_text,
                         net_paths=[path for path, _ in state.net_files],
                         net_texts=[text for _, text in state.net_files])
@@ -273,7 +275,9 @@ def load_solverstate(path):
             readers={key: _reader(reader, path, sealed) for key, reader
                      in safe_hdf5.members(group("readers"), path, h5py.Group).items()},
             weights=_indexed(group("weights"), path, SOLVERSTATE_KIND, sealed)
-            if "weights" in h5 else [])
+            if "weights" in h5 else [],
+            # absent from solverstates written before max_seconds
+            seconds=safe_hdf5.seconds_attribute(h5, "seconds", path, default=0.0))
 
 
 def model_of(state_path, state):

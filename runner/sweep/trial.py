@@ -95,7 +95,7 @@ def _outcome(job, connection):
         if resume_from:
             connection.send(("resumed", resume_from[1].iteration))
         solver = train(setup, TrainOptions(on_test=on_test), resume_from=resume_from)
-        if solver.iteration < setup.solver.max_iter:
+        if not solver.finished:
             return ("interrupted", solver.iteration)
         metrics = compare.log_metrics(compare.run_records(setup.solver.snapshot_prefix))
         tensorboard.write_hparams(setup.solver.snapshot_prefix, job.hparams,

@@ -51,13 +51,15 @@ class Processes:
         return DistributedDataParallel(net, device_ids=[self.device]
                                        if self.device.type == "cuda" else None)
 
-    def same_on_all(self, integer):
-        """Rank 0's value of an integer, on every process (e.g. a seed drawn from the clock)."""
+    def same_on_all(self, number):
+        """Rank 0's value of an int or a float, on every process (a seed drawn from the clock,
+        the training clock)."""
         if self.world_size == 1:
-            return integer
-        value = torch.tensor([integer], dtype=torch.int64, device=self.device)
+            return number
+        dtype = torch.float64 if isinstance(number, float) else torch.int64
+        value = torch.tensor([number], dtype=dtype, device=self.device)
         dist.broadcast(value, src=0)
-        return int(value.item())
+        return type(number)(value.item())
 
     def mean(self, number):
         """The mean of a float over the processes: the loss of the whole global batch (a NaN

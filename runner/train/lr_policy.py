@@ -1,10 +1,14 @@
-"""Caffe's learning-rate policies (SGDSolver::GetLearningRate) as plain functions, and srcaffe's
-linear warm-up on top of any of them (`warmup_iter`, not Caffe's).
+"""Caffe's learning-rate policies (SGDSolver::GetLearningRate) as plain functions, srcaffe's
+policy over the training clock (`poly_seconds`, not Caffe's), and srcaffe's linear warm-up on top
+of any of them (`warmup_iter`, not Caffe's).
 
-Each policy takes `solver`, any object with Caffe's SolverParameter names (base_lr, lr_policy, gamma,
-power, stepsize, stepvalue, max_iter; and warmup_iter), and the iteration, and returns the learning
-rate. The rate is a pure function of the solver file and the iteration, so a resumed run with an
-edited solver file picks up the new schedule, as Caffe does.
+Each of Caffe's policies takes `solver`, any object with Caffe's SolverParameter names (base_lr,
+lr_policy, gamma, power, stepsize, stepvalue, max_iter; and warmup_iter, max_seconds), and the
+iteration, and returns the learning rate: a pure function of the solver file and the iteration,
+so a resumed run with an edited solver file picks up the new schedule, as Caffe does. A clock
+policy takes the training seconds instead (the solver loop's wall time, stored in every
+solverstate), so that a schedule fills a time budget whatever the machine's speed; its runs are
+as repeatable as the machine's speed is.
 """
 import math
 
@@ -49,6 +53,11 @@ def sigmoid(solver, iteration):
     return solver.base_lr * math.exp(x) / (1 + math.exp(x))
 
 
+def poly_seconds(solver, seconds):
+    # base_lr * (1 - seconds / max_seconds) ^ power, and 0 past max_seconds: poly over the clock
+    return solver.base_lr * math.pow(max(0.0, 1 - seconds / solver.max_seconds), solver.power)
+
+
 POLICIES = {
     "fixed": fixed,
     "step": step,
@@ -58,16 +67,23 @@ POLICIES = {
     "poly": poly,
     "sigmoid": sigmoid,
 }
+# srcaffe's, not Caffe's: functions of the training seconds
+CLOCK_POLICIES = {
+    "poly_seconds": poly_seconds,
+}
 
 
-def learning_rate(solver, iteration):
-    """The learning rate of `solver.lr_policy` at `iteration`, ramped up over the first
-    `solver.warmup_iter` iterations (srcaffe's key; 0: Caffe's rate)."""
-    try:
-        policy = POLICIES[solver.lr_policy]
-    except KeyError:
-        raise ValueError(f"unknown lr_policy '{solver.lr_policy}'; valid: {', '.join(POLICIES)}") from None
-    return policy(solver, iteration) * warmup_factor(solver, iteration)
+def learning_rate(solver, iteration, seconds=0.0):
+    """The learning rate of `solver.lr_policy` at `iteration`, `seconds` into training, ramped
+    up over the first `solver.warmup_iter` iterations (srcaffe's key; 0: the policy's rate)."""
+    if solver.lr_policy in CLOCK_POLICIES:
+        rate = CLOCK_POLICIES[solver.lr_policy](solver, seconds)
+    elif solver.lr_policy in POLICIES:
+        rate = POLICIES[solver.lr_policy](solver, iteration)
+    else:
+        raise ValueError(f"unknown lr_policy '{solver.lr_policy}'; valid: "
+                         f"{', '.join([*POLICIES, *CLOCK_POLICIES])}")
+    return rate * warmup_factor(solver, iteration)
 
 
 def warmup_factor(solver, iteration):

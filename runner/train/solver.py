@@ -1,5 +1,6 @@
 """Caffe's solver loop (solver.cpp): test when due, forward/backward over iter_size batches,
-update, display, snapshot when due, until max_iter; resume from a solverstate exactly.
+update, display, snapshot when due, until max_iter (or srcaffe's max_seconds of training); resume
+from a solverstate exactly.
 
 The update rules live in `runner/train/update_rules.py` and the lr policies in `runner/train/lr_policy.py`;
 this module only sequences them.
@@ -104,6 +105,9 @@ class Solver:
         self.solver_changes = []      # how this solver differs from a resumed snapshot's
         self.test_example = None      # (input, label, prediction) of the last test's first sample
         self.resumed = False
+        self.finished = False         # ran to max_iter or max_seconds (not stopped by a signal)
+        self.seconds_before = 0.0     # the training clock at the resumed snapshot
+        self.clock_started = None     # perf_counter() when this run's loop started
         self.losses = collections.deque(maxlen=self.param.average_loss)
 
     # ------------------------------------------------------------------ weights and snapshots
@@ -144,6 +148,7 @@ class Solver:
             iteration=self.iteration, learned_net=model_path.name,
             learned_net_sha256=snapshot.file_sha256(model_path),
             current_step=lr_policy.current_step(self.param, self.iteration),
+            seconds=self.training_seconds(),
             history=[blob.detach().cpu().numpy() for blob in self.update_rule.state()],
             solver_source=self.setup.solver_source, solver_text=self.setup.solver_text,
             net_files=list(self.setup.net_sources), random_states=self._random_states(),
@@ -211,6 +216,7 @@ class Solver:
             if key in state.readers:
                 feeder.load_state(state.readers[key], state_path)
         self.iteration = state.iteration
+        self.seconds_before = state.seconds
         self.resumed = True
         self.solver_changes = self._changes_since(state)
 
@@ -250,6 +256,18 @@ class Solver:
 
     # ------------------------------------------------------------------ the loop
 
+    def training_seconds(self):
+        """max_seconds's clock: this process's wall time in the solver loop, of this run and
+        the runs it resumes."""
+        running = time.perf_counter() - self.clock_started if self.clock_started else 0.0
+        return self.seconds_before + running
+
+    def _agreed_seconds(self):
+        # rank 0's clock on every process, so that they take the same rate and stop together;
+        # a broadcast per iteration, only for runs that watch the clock
+        return self.processes.same_on_all(self.training_seconds()) \
+            if self.param.max_seconds else 0.0
+
     def _batch(self, feeders):
         blobs = {}
         for feeder in feeders:
@@ -274,6 +292,11 @@ class Solver:
         # the iteration it has just computed (not the test pass before it)
         started, last_displayed = None, self.iteration - 1
         while self.iteration < stop_at:
+            seconds = self._agreed_seconds()
+            if self.param.max_seconds and seconds >= self.param.max_seconds:
+                self.log.line(f"Iteration {self.iteration}: {seconds:.1f} s of training, "
+                              f"max_seconds {self.param.max_seconds:g} reached")
+                return True
             if self._test_due():
                 self.test_all()
             started = started or time.perf_counter()
@@ -285,7 +308,7 @@ class Solver:
                                 f"is {loss}; training stopped (last good snapshot: {kept}); "
                                 "a lower base_lr or a clip_gradients bound keeps steps finite")
             self.losses.append(loss)
-            rate = lr_policy.learning_rate(self.param, self.iteration)
+            rate = lr_policy.learning_rate(self.param, self.iteration, seconds)
             if self._display_due():
                 self._display(rate, (self.iteration - last_displayed,
                                      time.perf_counter() - started))
@@ -330,7 +353,8 @@ class Solver:
         """Caffe's Solve(): one more forward pass gives the loss at the last iteration."""
         blobs = self.net(self._batch(self.train_feeders))
         self.losses.append(self.processes.mean(self.net.loss(blobs).item()))
-        self._display(lr_policy.learning_rate(self.param, self.iteration))
+        self._display(lr_policy.learning_rate(self.param, self.iteration,
+                                              self.training_seconds()))
 
     def _test_due(self):
         interval = self.param.test_interval
@@ -385,7 +409,10 @@ class Solver:
                             self.options.tensorboard)
         self.log.line(f"Solving {self.setup.train_net.name or 'net'} on "
                       f"{self.processes.describe()}, "
-                      f"from iteration {self.iteration} to {self.param.max_iter}")
+                      f"from iteration {self.iteration} to {self.param.max_iter}"
+                      + (f" or to {self.param.max_seconds:g} s of training (done: "
+                         f"{self.seconds_before:.1f} s), whichever comes first"
+                         if self.param.max_seconds else ""))
         if self.param.solver_mode == "GPU" and self.device.type == "cpu" \
                 and not self.options.device:
             self.log.line("solver_mode is GPU, but this machine has no CUDA device: training "
@@ -404,8 +431,9 @@ class Solver:
             self._clear_after_kill()
         previous = self._install_signal_handlers()
         try:
-            finished = self.step(self.param.max_iter - self.iteration)
-            if not finished:
+            self.clock_started = time.perf_counter()
+            self.finished = self.step(self.param.max_iter - self.iteration)
+            if not self.finished:
                 self.log.line("Optimization stopped early.")
                 return
             if self.param.snapshot_after_train and \
@@ -413,7 +441,10 @@ class Solver:
                 self.snapshot()
             if self._display_due():
                 self._last_display()
-            if self.param.test_interval and self.iteration % self.param.test_interval == 0:
+            # the clock ends a run at any iteration: its last weights are tested as max_iter's
+            # are when it falls on test_interval
+            if self.param.test_interval and (self.iteration % self.param.test_interval == 0
+                                             or self.param.max_seconds):
                 self.test_all()
             self.log.line("Optimization Done.")
         finally:
