@@ -16,6 +16,7 @@ import torch
 from helpers import tiny_run, write_h5
 from runner.bench import reference_loop, time_to_quality, training
 from runner.bench.time_to_quality import Checkpoint, Contender, Results, Run
+from runner.config import loading
 from runner.score import evaluate
 
 
@@ -54,6 +55,15 @@ def fake_results(folder):
                     Run(slow, 300.0, False, 0, folder / "out.log",
                         checkpoints((150, 1000, 30.0), (299, 2000, 31.5)))],
                    bicubic_psnr=30.39)
+
+
+def test_the_recipes_clock_is_sized_to_the_budget(tmp_path):
+    recipe = time_to_quality.contenders(tmp_path, budget=600)["recipe"]
+    assert "max_seconds=590" in recipe.command
+    # at the default budget, what the recipe's own solver file says
+    default = time_to_quality.contenders(tmp_path)["recipe"]
+    solver = loading.load_solver(time_to_quality.CONFIGS / "fsrcnn_x3_fast_solver.yaml").solver
+    assert f"max_seconds={solver.max_seconds:g}" in default.command
 
 
 def test_report_reads_the_marks_off_the_checkpoints(tmp_path):

@@ -13,7 +13,8 @@ They run one after the other, each alone on the machine, each as a child process
 starts at its launch: start-up, data loading and training all count. Every budget/30 s the
 bench sends the child SIGHUP (write a checkpoint and go on: runner train's own signal, which
 the reference loop shares) and at the budget SIGINT (a checkpoint, then stop); a child that
-reaches its max_iter earlier just ends. The children start with SIGHUP ignored, so a request
+reaches its max_iter earlier just ends, as the recipe does: its schedule is sized by the clock
+(max_seconds, set from the budget), so that its rate reaches 0 as the budget ends. The children start with SIGHUP ignored, so a request
 that comes before a child's handler is installed is dropped instead of killing it. A
 checkpoint's time is its file's modification time less the launch time. runner train's
 children are told where to snapshot by `--set`, and to snapshot only when asked
@@ -62,6 +63,9 @@ MARKS = (1 / 6, 1 / 3, 2 / 3, 1)
 STOP_GRACE = 120.0                  # seconds a child may take to write its last checkpoint
 RUNS_FOLDER = "time_to_quality"     # under --out: each contender's checkpoints and output
 NAMES = ("recipe", "tutorial", "reference")
+# the recipe's max_seconds as a share of the budget: of 15 minutes, 15 s are left for start-up
+# (4 s) and the last snapshot, as its solver file leaves them
+RECIPE_CLOCK = 59 / 60
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,14 @@ def reference(name, prep_config, folder, data=None, batch=16, about=""):
                      prep_config, about)
 
 
-def contenders(folder):
-    """The three contenders of `make bench-train`, by name."""
+def contenders(folder, budget=DEFAULT_BUDGET):
+    """The three contenders of `make bench-train` given `budget` seconds each, by name."""
     made = [
         runner_train("recipe", CONFIGS / "fsrcnn_x3_fast_solver.yaml", folder,
                      CONFIGS / "prep_x3_fast.yaml",
-                     about="the time-to-quality recipe, as its solver file says"),
+                     settings=(f"max_seconds={budget * RECIPE_CLOCK:g}",),
+                     about="the time-to-quality recipe, as its solver file says, its "
+                     "max_seconds sized to the budget"),
         runner_train("tutorial", CONFIGS / "fsrcnn_solver.yaml", folder,
                      CONFIGS / "prep_x3.yaml", settings=("test_interval=0",),
                      about="the Intel tutorial's SGD solver on `make prep`'s data, its "
@@ -441,7 +447,7 @@ def main(argv=None):
         out = Path(args.out).resolve()
         os.chdir(REPO_ROOT)         # the solver and net files name their data relative to it
         compile_sources()           # each contender starts as a user's second run does
-        available = contenders(out / RUNS_FOLDER)
+        available = contenders(out / RUNS_FOLDER, args.budget)
         names = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = [name for name in names if name not in available]
         if unknown or not names:
