@@ -14,11 +14,11 @@ starts at its launch: start-up, data loading and training all count. Every budge
 bench sends the child SIGHUP (write a checkpoint and go on: runner train's own signal, which
 the reference loop shares) and at the budget SIGINT (a checkpoint, then stop); a child that
 reaches its max_iter earlier just ends, as the recipe does: its schedule is sized by the clock
-(max_seconds, set from the budget), so that its rate reaches 0 as the budget ends. The children start with SIGHUP ignored, so a request
-that comes before a child's handler is installed is dropped instead of killing it. A
-checkpoint's time is its file's modification time less the launch time. runner train's
-children are told where to snapshot by `--set`, and to snapshot only when asked
-(snapshot=0); their files are not edited.
+(max_seconds, set from the budget), so that its rate reaches 0 as the budget ends. The
+children start with SIGHUP ignored, so a request that comes before a child's handler is
+installed is dropped instead of killing it. A checkpoint's time is its file's modification
+time less the launch time. runner train's children are told where to snapshot by `--set`, and
+to snapshot only when asked (snapshot=0); their files are not edited.
 
 After all training, every checkpoint is scored on Set5, whole images, by the papers' protocol
 (runner/score/evaluate.py, what `runner test` runs). Preparing data and scoring are not
