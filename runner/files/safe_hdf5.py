@@ -203,9 +203,7 @@ def texts_attribute(obj, name, path):
 def count_attribute(obj, name, path, default=None):
     """A non-negative integer attribute (an iteration, a position); `default` when absent and
     a default is given."""
-    value = obj.attrs.get(name, default)
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
+    value = _scalar_attribute(obj, name, default)
     if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
         raise UserError(path, f"attribute {name!r} is {_described(value)}, expected an integer")
     if value < 0:
@@ -216,15 +214,19 @@ def count_attribute(obj, name, path, default=None):
 def seconds_attribute(obj, name, path, default=None):
     """A finite, non-negative number attribute (a duration), as a float; `default` when absent
     and a default is given."""
-    value = obj.attrs.get(name, default)
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
+    value = _scalar_attribute(obj, name, default)
     number = isinstance(value, (int, float, np.integer, np.floating)) and \
         not isinstance(value, (bool, np.bool_))
     if not number or not np.isfinite(value) or value < 0:
         raise UserError(path, f"attribute {name!r} is {_described(value)}, expected seconds "
                         "(a finite number, at least 0)")
     return float(value)
+
+
+def _scalar_attribute(obj, name, default):
+    # h5py reads a scalar attribute written as a 0-d array back as one
+    value = obj.attrs.get(name, default)
+    return value[()] if isinstance(value, np.ndarray) and value.shape == () else value
 
 
 def _described(value):
