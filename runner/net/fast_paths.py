@@ -135,9 +135,16 @@ def conv_transpose2d(bottom, weight, bias, stride, pad, dilation=(1, 1), group=1
 
 def preferred_layout(module, device):
     """`module` with the memory layout its convolutions run fastest in on `device`:
-    channels-last on the CPU (oneDNN), unchanged elsewhere."""
-    if _enabled and torch.device(device).type == "cpu":
-        return module.to(memory_format=torch.channels_last)
+    channels-last on the CPU (oneDNN) but for weights read in order, unchanged elsewhere."""
+    if not _enabled or torch.device(device).type != "cpu":
+        return module
+    module = module.to(memory_format=torch.channels_last)
+    # A deconvolution's weight is read in its logical order (rearranged into the sub-pixel
+    # convolution's), so its gradient comes back in the standard strides: the weight keeps them
+    # too (for DDP, whose gradient buckets follow the weight's strides, and warn otherwise).
+    for layer in module.modules():
+        if getattr(layer, "weight_read_in_order", False):
+            layer.weight.data = layer.weight.data.clone(memory_format=torch.contiguous_format)
     return module
 
 

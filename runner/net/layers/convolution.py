@@ -55,6 +55,7 @@ class Deconvolution(Convolution):
     PyTorch's ConvTranspose2d layout — then bias (out)."""
 
     type_name = "Deconvolution"
+    weight_read_in_order = True             # by fast_paths.subpixel_weights
 
     def weight_shape(self):
         return (self.in_channels, self.out_channels // self.group, *self.kernel)
