@@ -52,7 +52,9 @@ def start(command):
                                                 PYTHONUNBUFFERED="1"))
 
 
-def finish(process, timeout=120):
+def finish(process, timeout=300):
+    # a guard against a hang, not a speed check: four trainings and a PostgreSQL server on two
+    # busy cores have taken over 120 s
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, (out, err)
     return out
