@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import h5py
 import numpy as np
@@ -17,6 +18,7 @@ from helpers import ROOT, assert_one_line_error, run_cli, tiny_run, write_h5
 from in_process import run_main
 from runner.config import loading
 from runner.files import snapshot
+from runner.train import solver as solver_module
 from runner.train.solver import Solver, TrainOptions, train
 
 QUIET = TrainOptions(log=False)
@@ -132,7 +134,17 @@ def solve_recording_rates(solver):
     return rates
 
 
-def test_max_seconds_ends_a_run_by_the_clock_and_a_resume_continues_the_clock(tmp_path):
+@pytest.fixture
+def ticking_clock(monkeypatch):
+    """The solver's clock advances 5 ms at each reading: a loaded machine ran as few as 7
+    iterations in a real half second, so counts by the real clock hung on the machine's load."""
+    readings = iter(range(1, 10 ** 9))
+    monkeypatch.setattr(solver_module, "time", types.SimpleNamespace(
+        perf_counter=lambda: next(readings) * 0.005, time_ns=time.time_ns))
+
+
+def test_max_seconds_ends_a_run_by_the_clock_and_a_resume_continues_the_clock(tmp_path,
+                                                                              ticking_clock):
     tested = []
     options = TrainOptions(log=False, on_test=lambda iteration, *_: tested.append(iteration))
     first = Solver(clock_limited(tmp_path, 0.5), options)
