@@ -289,8 +289,10 @@ def add_predict(command):
                          "computes more slowly), torch, or auto (default: opencv on the CPU for "
                          f"at most {engines.OPENCV_MAX_INPUT_PIXELS:,} input pixels in all per "
                          f"process, {engines.OPENCV_MAX_SIDE_BY_SIDE_PIXELS:,} where torch would "
-                         "take several inputs side by side, no video, when it runs every layer "
-                         "of the net; else torch)")
+                         "take several inputs side by side, "
+                         f"{engines.OPENCV_MAX_ONE_THREAD_PIXELS:,} where a process computes on "
+                         "one thread, no video, when it runs every layer of the net; else "
+                         "torch)")
     command.set_defaults(run=run_predict)
 
 
@@ -309,9 +311,10 @@ def run_predict(args):
     options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
                               args.degradation, args.jobs, args.threads, args.max_pixels)
     processes = min(args.jobs, len(paths))
-    side_by_side = len(paths) > processes and options.threads_per_job() > 1
-    engine = engines.engine_for(args.engine, predict.input_pixels(
-        paths, engines.opencv_pixel_limit(processes, side_by_side)), processes, side_by_side)
+    one_thread = options.threads_per_job() == 1
+    limit = engines.opencv_pixel_limit(processes, len(paths) > processes and not one_thread,
+                                       one_thread)
+    engine = engines.engine_for(args.engine, predict.input_pixels(paths, limit), limit)
     model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
           f"iteration {model.iteration}; {model.engine} engine)")

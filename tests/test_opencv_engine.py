@@ -149,19 +149,32 @@ def test_auto_takes_torch_for_large_work_and_videos():
     assert predict.input_pixels(set14, limit=1) < pixels       # counting stops past the limit
     assert predict.input_pixels([BUTTERFLY, ROOT / "clip.mp4"], limit=10 ** 9) is None
     assert predict.input_pixels([ROOT / "absent.png"], limit=10 ** 9) is None
-    assert engines.engine_for("auto", pixels) == "auto"
-    limit = engines.OPENCV_MAX_INPUT_PIXELS
-    assert [engines.engine_for("auto", count) for count in (1, limit, limit + 1, None)] == \
-        ["auto", "auto", "torch", "torch"]
-    assert engines.engine_for("auto", limit + 1, processes=2) == "auto"
-    assert engines.engine_for("auto", engines.opencv_pixel_limit(2) + 1, processes=2) == "torch"
-    # several inputs on several threads, side by side: torch's faster net wins sooner
+    limit = engines.opencv_pixel_limit()
+    assert limit == engines.OPENCV_MAX_INPUT_PIXELS
+    assert engines.engine_for("auto", pixels, limit) == "auto"
+    assert [engines.engine_for("auto", count, limit) for count in (1, limit, limit + 1, None)] \
+        == ["auto", "auto", "torch", "torch"]
+    assert engines.opencv_pixel_limit(processes=2) == 2 * limit
+    # several inputs on several threads, side by side: torch's faster net wins sooner; on one
+    # thread a process gains by torch sooner still (OpenCV's net is slowest there)
     side_by_side_limit = engines.opencv_pixel_limit(side_by_side=True)
-    assert side_by_side_limit < limit
-    assert [engines.engine_for("auto", count, side_by_side=True) for count in
-            (side_by_side_limit, side_by_side_limit + 1)] == ["auto", "torch"]
-    assert [engines.engine_for(name, None) for name in ("torch", "opencv")] == \
+    one_thread_limit = engines.opencv_pixel_limit(one_thread=True)
+    assert one_thread_limit < pixels < side_by_side_limit < limit
+    assert engines.opencv_pixel_limit(processes=2, one_thread=True) == 2 * one_thread_limit
+    assert [engines.engine_for(name, None, limit) for name in ("torch", "opencv")] == \
         ["torch", "opencv"]
+
+
+def test_one_thread_takes_torch_beyond_its_limit(tmp_path, capfd, monkeypatch):
+    """`--threads 1` on more input pixels than OpenCV's one-thread limit (lowered here to below
+    two Set5 images) loads torch; `--threads 2` on the same images, side by side, keeps OpenCV."""
+    monkeypatch.setattr(engines, "OPENCV_MAX_ONE_THREAD_PIXELS", 100_000)
+    for threads, engine in (("1", "torch"), ("2", "opencv")):
+        result = run_main(capfd, "predict", BUTTERFLY, BABY, "--model",
+                          SHIPPED / "fsrcnn_x3.model", "--out", tmp_path / threads,
+                          "--threads", threads)
+        assert result.returncode == 0, result.stderr
+        assert f"; {engine} engine)" in result.stdout.splitlines()[0]
 
 
 def test_blobs_that_do_not_fit_the_net_are_refused_as_torch_refuses_them(tmp_path):

@@ -22,22 +22,32 @@ OPENCV_MAX_INPUT_PIXELS = 4096 * 4096
 # 4.0 against 2.7 s. (With OpenCV one input at a time: from 8.6 million, BSD100 10.2 against
 # 11.7 s.)
 OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 11_000_000
+# A process computing on one thread (`--threads 1`, or `--jobs` as many as the threads): OpenCV's
+# net then takes about 0.9 s more CPU per million input pixels than torch's (its 1x1
+# convolutions and the sub-pixel one run several times slower at one thread), so torch's import
+# pays off from about 2 million. CPU seconds, FSRCNN x3, one thread, 2 runs each: BSD100's 100
+# files (15.4 million pixels) 22.1 to 22.7 by torch against 32.5 to 37.6 by OpenCV, a 4K photo
+# 15.9 to 16.3 against 23.4 to 24.6, BSD100's first 19 files (2.9 million) 7.4 to 7.6 against
+# 7.5 to 9.0, a 1080p photo 6.0 to 6.3 against 6.0 to 6.1, BSD100's first 8 (1.2 million) 4.1
+# to 4.4 against 3.6.
+OPENCV_MAX_ONE_THREAD_PIXELS = 2_000_000
 
 
-def opencv_pixel_limit(processes=1, side_by_side=False):
+def opencv_pixel_limit(processes=1, side_by_side=False, one_thread=False):
     """The most input pixels in all that `auto` gives OpenCV's engine in `processes` processes,
-    each taking its inputs one at a time or (`side_by_side`) several at once."""
+    each computing on one thread (`one_thread`) or on several, taking its inputs one at a time
+    or (`side_by_side`) several at once."""
+    if one_thread:
+        return OPENCV_MAX_ONE_THREAD_PIXELS * processes
     return (OPENCV_MAX_SIDE_BY_SIDE_PIXELS if side_by_side
             else OPENCV_MAX_INPUT_PIXELS) * processes
 
 
-def engine_for(engine, input_pixels, processes=1, side_by_side=False):
+def engine_for(engine, input_pixels, limit):
     """The engine to load for work of `input_pixels` input pixels in all (None: unknown, or a
-    video's frames, whose throughput torch's faster net wins) shared by `processes` processes:
-    `auto` becomes torch beyond opencv_pixel_limit(processes, side_by_side); any other choice
-    stands."""
-    if engine == "auto" and (input_pixels is None or
-                             input_pixels > opencv_pixel_limit(processes, side_by_side)):
+    video's frames, whose throughput torch's faster net wins): `auto` becomes torch beyond
+    `limit` (opencv_pixel_limit's); any other choice stands."""
+    if engine == "auto" and (input_pixels is None or input_pixels > limit):
         return "torch"
     return engine
 
