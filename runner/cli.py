@@ -311,9 +311,8 @@ def run_predict(args):
     options = predict.Options(args.tile or None, args.format, args.quality, args.bicubic,
                               args.degradation, args.jobs, args.threads, args.max_pixels)
     processes = min(args.jobs, len(paths))
-    one_thread = options.threads_per_job() == 1
-    limit = engines.opencv_pixel_limit(processes, len(paths) > processes and not one_thread,
-                                       one_thread)
+    limit = engines.opencv_pixel_limit(options.threads_per_job(), processes,
+                                       len(paths) > processes)
     engine = engines.engine_for(args.engine, predict.input_pixels(paths, limit), limit)
     model = engines.load_for_inference(model_path, args.device, args.scale, engine)
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "

@@ -149,18 +149,18 @@ def test_auto_takes_torch_for_large_work_and_videos():
     assert predict.input_pixels(set14, limit=1) < pixels       # counting stops past the limit
     assert predict.input_pixels([BUTTERFLY, ROOT / "clip.mp4"], limit=10 ** 9) is None
     assert predict.input_pixels([ROOT / "absent.png"], limit=10 ** 9) is None
-    limit = engines.opencv_pixel_limit()
+    limit = engines.opencv_pixel_limit(threads=2)
     assert limit == engines.OPENCV_MAX_INPUT_PIXELS
     assert engines.engine_for("auto", pixels, limit) == "auto"
     assert [engines.engine_for("auto", count, limit) for count in (1, limit, limit + 1, None)] \
         == ["auto", "auto", "torch", "torch"]
-    assert engines.opencv_pixel_limit(processes=2) == 2 * limit
+    assert engines.opencv_pixel_limit(threads=2, processes=2) == 2 * limit
     # several inputs on several threads, side by side: torch's faster net wins sooner; on one
     # thread a process gains by torch sooner still (OpenCV's net is slowest there)
-    side_by_side_limit = engines.opencv_pixel_limit(side_by_side=True)
-    one_thread_limit = engines.opencv_pixel_limit(one_thread=True)
+    side_by_side_limit = engines.opencv_pixel_limit(threads=2, several_inputs=True)
+    one_thread_limit = engines.opencv_pixel_limit(threads=1)
     assert one_thread_limit < pixels < side_by_side_limit < limit
-    assert engines.opencv_pixel_limit(processes=2, one_thread=True) == 2 * one_thread_limit
+    assert engines.opencv_pixel_limit(threads=1, processes=2) == 2 * one_thread_limit
     assert [engines.engine_for(name, None, limit) for name in ("torch", "opencv")] == \
         ["torch", "opencv"]
 

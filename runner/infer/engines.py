@@ -33,13 +33,13 @@ OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 11_000_000
 OPENCV_MAX_ONE_THREAD_PIXELS = 2_000_000
 
 
-def opencv_pixel_limit(processes=1, side_by_side=False, one_thread=False):
+def opencv_pixel_limit(threads, processes=1, several_inputs=False):
     """The most input pixels in all that `auto` gives OpenCV's engine in `processes` processes,
-    each computing on one thread (`one_thread`) or on several, taking its inputs one at a time
-    or (`side_by_side`) several at once."""
-    if one_thread:
+    each computing on `threads` threads and given one input or (`several_inputs`) several,
+    which it takes side by side when it has several threads."""
+    if threads == 1:
         return OPENCV_MAX_ONE_THREAD_PIXELS * processes
-    return (OPENCV_MAX_SIDE_BY_SIDE_PIXELS if side_by_side
+    return (OPENCV_MAX_SIDE_BY_SIDE_PIXELS if several_inputs
             else OPENCV_MAX_INPUT_PIXELS) * processes
 
 
