@@ -90,9 +90,10 @@ def begin_immediately(connection):
 
 def is_creation_race(error):
     """Two workers created Optuna's tables at once, and the other one's are there now: an
-    IntegrityError, or SQLite's OperationalError "table ... already exists"."""
+    IntegrityError, or "... already exists" from the driver (SQLite's OperationalError,
+    PostgreSQL's DuplicateTable, which SQLAlchemy raises as a ProgrammingError)."""
     return isinstance(error, sqlalchemy.exc.IntegrityError) or (
-        isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error))
+        isinstance(error, sqlalchemy.exc.DBAPIError) and "already exists" in str(error))
 
 
 def first_line(error):
