@@ -105,8 +105,9 @@ def write_dataset(group, name, defect, values, secret):
         layout[:] = h5py.VirtualSource(str(secret["h5"]), "secret", shape=values.shape)
         group.create_virtual_dataset(name, layout)
     elif kind == "external_storage":
+        # sized as float32, whatever the member's own type (a generator's state is bytes)
         group.create_dataset(name, shape=values.shape, dtype=np.float32,
-                             external=[(str(secret["raw"]), 0, values.nbytes)])
+                             external=[(str(secret["raw"]), 0, 4 * values.size)])
     elif kind == "shape":
         group.create_dataset(name, data=np.zeros(defect["shape"], np.float32))
     elif kind == "count":
