@@ -228,7 +228,7 @@ def predict_picture(model, image, paths, options=Options()):
     from runner.imaging import writers
     from runner.infer import colour
     height = image.size[0] * model.scale
-    results = [colour.bands(model, image, options.tile_size),
+    results = [colour.bands(model, image, options.tile_size, eight_bit=True),
                colour.bicubic_bands(image, model.scale)]
     return [writers.write_bands(path, height, bands, options.format, options.quality)
             for path, bands in zip(paths, results)]

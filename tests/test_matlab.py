@@ -15,6 +15,7 @@ from runner.imaging.matlab import (
     to_uint8,
     y_channel,
     ycbcr2rgb,
+    ycbcr2rgb_uint8,
 )
 from runner.score.metrics import psnr, shave, ssim
 
@@ -131,6 +132,26 @@ def test_float32_colour_conversions_are_the_float64_ones(channel_order):
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, ycbcr2rgb(exact, channel_order=channel_order), atol=1e-3)
     np.testing.assert_allclose(back, image, atol=1e-3)
+
+
+@pytest.mark.parametrize("channel_order", ["rgb", "bgr"])
+def test_ycbcr2rgb_uint8_writes_what_to_uint8_of_ycbcr2rgb_writes(channel_order):
+    # every 8-bit colour's Y, Cb and Cr, off the integers, and values past both ends of the range
+    colours = np.stack(np.meshgrid(*[np.arange(0, 256, 5)] * 3), axis=-1).reshape(-1, 1, 3)
+    ycbcr = rgb2ycbcr(colours, channel_order=channel_order) + np.random.default_rng(3).normal(
+        0, 20, colours.shape)
+    planes = [np.ascontiguousarray(ycbcr[:, :, channel], np.float32) for channel in range(3)]
+    written = ycbcr2rgb_uint8(*planes, channel_order=channel_order)
+    expected = to_uint8(ycbcr2rgb(ycbcr.astype(np.float32), channel_order=channel_order))
+    assert written.dtype == np.uint8 and written.shape == expected.shape
+    difference = np.abs(written.astype(int) - expected.astype(int))
+    # within float32 rounding of a rounding boundary only: one level, rarely
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.999
+    assert 0 in written and 255 in written        # saturated, not wrapped
+    half = np.full((1, 1), 16.0 + 219.0 * 100.5 / 255.0, np.float32)   # RGB 100.5 exactly
+    neutral = np.full((1, 1), 128.0, np.float32)
+    assert set(ycbcr2rgb_uint8(half, neutral, neutral, channel_order=channel_order).ravel()) \
+        <= {100, 101}
 
 
 def test_only_float64_and_float32_are_computed():

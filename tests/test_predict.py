@@ -164,19 +164,23 @@ def test_colour_goes_y_through_the_net_and_chroma_bicubic(model):
     np.testing.assert_allclose(ycbcr[:, :, 1:], matlab.imresize(source[:, :, 1:], 3), atol=1e-6)
 
 
+@pytest.mark.parametrize("eight_bit", [False, True])
 @pytest.mark.parametrize("source", ["butterfly", "rgba", "gray", "16-bit", "tiny"])
-def test_float32_colour_is_the_float64_result_within_one_level(model, source):
+def test_float32_colour_is_the_float64_result_within_one_level(model, source, eight_bit):
     """predict's default float32 planes write what the float64 pipeline writes, give or take
-    one level where a value lies within float32 rounding of a rounding boundary."""
+    one level where a value lies within float32 rounding of a rounding boundary; so do the
+    8-bit colour pixels converted and rounded in one go (`eight_bit`)."""
     arrays = {"butterfly": lambda: cv2.imread(str(BUTTERFLY)),
               "rgba": lambda: smooth_image(33, 27, 4, seed=3),
               "gray": lambda: smooth_image(31, 29, 1, seed=4),
               "16-bit": lambda: smooth_image(25, 30, 3, np.uint16, seed=5),
               "tiny": lambda: smooth_image(2, 1, 3, seed=6)}
     image = picture.from_array(arrays[source](), source)
-    fast = colour.super_resolve_picture(model, image)
+    fast = colour.assembled(colour.bands(model, image, eight_bit=eight_bit))
     exact = colour.super_resolve_picture(model, image, dtype=np.float64)
-    assert fast.pixels.dtype == np.float32 and exact.pixels.dtype == np.float64
+    in_one_go = eight_bit and image.is_colour and image.bit_depth == 8
+    assert fast.pixels.dtype == (np.uint8 if in_one_go else np.float32)
+    assert exact.pixels.dtype == np.float64
     written_fast, written_exact = picture.to_array(fast), picture.to_array(exact)
     assert written_fast.shape == written_exact.shape
     assert written_fast.dtype == written_exact.dtype
@@ -199,7 +203,8 @@ def test_predict_writes_the_network_result_and_bicubic_only_when_asked(tmp_path,
     assert f"model: {model_file}" in result.stdout
     network = written(tmp_path / f"butterfly_GT_x3_{NET_LABEL}.png")
     # the streamed PNG holds exactly the pipeline's result
-    expected = picture.to_array(colour.super_resolve_picture(model, picture.read(BUTTERFLY)))
+    expected = picture.to_array(colour.assembled(
+        colour.bands(model, picture.read(BUTTERFLY), eight_bit=True)))
     np.testing.assert_array_equal(network, expected)
     assert files_in(tmp_path) == [f"butterfly_GT_x3_{NET_LABEL}.png"]
     result = run_main(capfd, "predict", BUTTERFLY, "--model", model_file, "--out", tmp_path,

@@ -91,6 +91,20 @@ def ycbcr2rgb(ycbcr, *, channel_order, dtype=np.float64):
     return _reorder_rgb(rgb, channel_order)
 
 
+def ycbcr2rgb_uint8(y, cb, cr, *, channel_order):
+    """to_uint8(ycbcr2rgb(...)) of Y, Cb and Cr given as 2-D planes in 0..255: (H, W, 3) uint8 in
+    `channel_order`, each channel weighted and rounded straight into 8 bits (cv2.addWeighted,
+    two passes), with no float image of the result. OpenCV rounds a value exactly halfway
+    between two levels to even, where to_uint8 rounds it up: the same result within float
+    rounding."""
+    matrix = _reorder_rgb(_RGB_FROM_YCBCR.T, channel_order).T
+    channels = []
+    for (y_weight, cb_weight, cr_weight), constant in zip(matrix, -matrix @ _YCBCR_OFFSET):
+        chroma = cv2.addWeighted(cb, cb_weight, cr, cr_weight, constant)
+        channels.append(cv2.addWeighted(y, y_weight, chroma, 1.0, 0.0, dtype=cv2.CV_8U))
+    return cv2.merge(channels)
+
+
 def to_uint8(image):
     """MATLAB's conversion of computed values to uint8: round half away from zero, then saturate."""
     # Saturating makes it floor(x + 0.5) clipped to 0..255 (a negative x ends at 0 either way),

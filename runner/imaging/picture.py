@@ -25,7 +25,8 @@ UNREADABLE = "not a readable image (unknown format, damaged or truncated)"
 class Picture:
     """An image's planes in float, and the bit depth to write it back in."""
 
-    pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float32 (or float64)
+    pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float32 (or float64),
+                                # or uint8 already as written (runner/infer/colour.py's eight_bit)
     alpha: np.ndarray = None    # the same dtype, 0..255, (H, W); None when the file has none
     bit_depth: int = 8          # 8 or 16: what the file held and what is written back
 
@@ -96,6 +97,8 @@ def read(path):
 def to_array(picture):
     """The picture as OpenCV writes it: values rounded and clipped to its bit depth."""
     def quantize(plane):
+        if plane.dtype == np.uint8:
+            return plane
         if picture.bit_depth == 8:
             return matlab.to_uint8(plane)
         return np.clip(np.round(plane * UINT16_PER_UINT8), 0, 65535).astype(np.uint16)

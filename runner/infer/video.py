@@ -101,7 +101,7 @@ def _frames(capture, first):
 
 def _super_resolved(frame, model, path, tile_size):
     """One frame super-resolved, as the 8-bit BGR array the writer takes."""
-    parts = colour.bands(model, picture.from_array(frame, path), tile_size)
+    parts = colour.bands(model, picture.from_array(frame, path), tile_size, eight_bit=True)
     return np.concatenate([picture.to_array(part) for _, part in parts])
 
 
