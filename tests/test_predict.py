@@ -176,7 +176,7 @@ def test_float32_colour_is_the_float64_result_within_one_level(model, source, ei
               "16-bit": lambda: smooth_image(25, 30, 3, np.uint16, seed=5),
               "tiny": lambda: smooth_image(2, 1, 3, seed=6)}
     image = picture.from_array(arrays[source](), source)
-    fast = colour.assembled(colour.bands(model, image, eight_bit=eight_bit))
+    fast = colour.super_resolve_picture(model, image, eight_bit=eight_bit)
     exact = colour.super_resolve_picture(model, image, dtype=np.float64)
     in_one_go = eight_bit and image.is_colour and image.bit_depth == 8
     assert fast.pixels.dtype == (np.uint8 if in_one_go else np.float32)
@@ -203,8 +203,8 @@ def test_predict_writes_the_network_result_and_bicubic_only_when_asked(tmp_path,
     assert f"model: {model_file}" in result.stdout
     network = written(tmp_path / f"butterfly_GT_x3_{NET_LABEL}.png")
     # the streamed PNG holds exactly the pipeline's result
-    expected = picture.to_array(colour.assembled(
-        colour.bands(model, picture.read(BUTTERFLY), eight_bit=True)))
+    expected = picture.to_array(colour.super_resolve_picture(model, picture.read(BUTTERFLY),
+                                                             eight_bit=True))
     np.testing.assert_array_equal(network, expected)
     assert files_in(tmp_path) == [f"butterfly_GT_x3_{NET_LABEL}.png"]
     result = run_main(capfd, "predict", BUTTERFLY, "--model", model_file, "--out", tmp_path,

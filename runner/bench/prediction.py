@@ -87,7 +87,8 @@ def sample_frame(height, width, root=None):
 def our_prediction(model, image):
     """runner predict's path on one 8-bit image (without the file I/O): the result as it is
     written, 8-bit. Y through the net, chroma by MATLAB bicubic."""
-    result = colour.super_resolve_picture(model, picture.from_array(image, "image"))
+    result = colour.super_resolve_picture(model, picture.from_array(image, "image"),
+                                          eight_bit=True)
     return picture.to_array(result)
 
 

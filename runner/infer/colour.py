@@ -106,10 +106,11 @@ def assembled(picture_bands):
                            parts[0].bit_depth)
 
 
-def super_resolve_picture(model, image, tile_size=tile_sizes.DEFAULT_TILE_SIZE, dtype=np.float32):
+def super_resolve_picture(model, image, tile_size=tile_sizes.DEFAULT_TILE_SIZE, dtype=np.float32,
+                          eight_bit=False):
     """The network's result for a Picture, whole: Y by the net, chroma and alpha bicubic; its
-    planes in `dtype`."""
-    return assembled(bands(model, image, tile_size, dtype))
+    planes in `dtype` (8-bit colour pixels as written with `eight_bit`, as `bands`)."""
+    return assembled(bands(model, image, tile_size, dtype, eight_bit))
 
 
 def bicubic_picture(image, scale, dtype=np.float64):
