@@ -63,6 +63,11 @@ def bands(model, plane, tile_size=DEFAULT_TILE_SIZE):
                    else map(model.run, inputs))
         for top in band_tops:
             bottom = min(top + band_rows, height)
+            if len(lefts) == 1:     # a band of one tile: its kept part as it is, not copied
+                (outer_top, _), _ = window(top, 0)
+                row = (top - outer_top) * factor
+                yield top * factor, next(outputs)[row:row + (bottom - top) * factor]
+                continue
             band = np.empty(((bottom - top) * factor, width * factor), np.float32)
             for left in lefts:
                 right = min(left + columns, width)
