@@ -148,10 +148,6 @@ def test_ycbcr2rgb_uint8_writes_what_to_uint8_of_ycbcr2rgb_writes(channel_order)
     # within float32 rounding of a rounding boundary only: one level, rarely
     assert difference.max() <= 1 and (difference == 0).mean() > 0.999
     assert 0 in written and 255 in written        # saturated, not wrapped
-    half = np.full((1, 1), 16.0 + 219.0 * 100.5 / 255.0, np.float32)   # RGB 100.5 exactly
-    neutral = np.full((1, 1), 128.0, np.float32)
-    assert set(ycbcr2rgb_uint8(half, neutral, neutral, channel_order=channel_order).ravel()) \
-        <= {100, 101}
 
 
 def test_only_float64_and_float32_are_computed():

@@ -23,7 +23,8 @@ UNREADABLE = "not a readable image (unknown format, damaged or truncated)"
 
 @dataclass(frozen=True)
 class Picture:
-    """An image's planes in float, and the bit depth to write it back in."""
+    """An image's planes in float (or already as written), and the bit depth to write it back
+    in."""
 
     pixels: np.ndarray          # 0..255, (H, W) gray or (H, W, 3) BGR; float32 (or float64),
                                 # or uint8 already as written (runner/infer/colour.py's eight_bit)

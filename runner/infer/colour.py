@@ -67,7 +67,9 @@ def bands(model, image, tile_size=tile_sizes.DEFAULT_TILE_SIZE, dtype=np.float32
     def chroma(channel):
         # one plane at a time: the polyphase upscaling runs several times faster on a plane
         # than on two interleaved channels
-        return lambda rows: matlab.rgb2ycbcr(rows, channel_order="bgr", dtype=dtype)[:, :, channel]
+        def plane(rows):
+            return matlab.rgb2ycbcr(rows, channel_order="bgr", dtype=dtype)[:, :, channel]
+        return plane
 
     net_input = _net_input(image, dtype)
     for first_row, y_band in tiles.bands(model, net_input,
