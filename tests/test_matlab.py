@@ -12,6 +12,7 @@ from runner.imaging.matlab import (
     modcrop,
     rgb2y,
     rgb2ycbcr,
+    rgb2ycbcr_plane,
     to_uint8,
     y_channel,
     ycbcr2rgb,
@@ -132,6 +133,16 @@ def test_float32_colour_conversions_are_the_float64_ones(channel_order):
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, ycbcr2rgb(exact, channel_order=channel_order), atol=1e-3)
     np.testing.assert_allclose(back, image, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_each_plane_of_rgb2ycbcr_alone_is_its_channel(dtype):
+    image = np.random.default_rng(4).random((7, 9, 3)) * 255
+    whole = rgb2ycbcr(image, channel_order="bgr", dtype=dtype)
+    for channel in range(3):
+        plane = rgb2ycbcr_plane(image, channel, channel_order="bgr", dtype=dtype)
+        assert plane.shape == (7, 9) and plane.dtype == dtype
+        np.testing.assert_allclose(plane, whole[:, :, channel], rtol=1e-6)
 
 
 @pytest.mark.parametrize("channel_order", ["rgb", "bgr"])

@@ -71,13 +71,19 @@ def rgb2ycbcr(image, *, channel_order, dtype=np.float64):
     return rgb @ (_YCBCR_FROM_RGB / 255.0).T + _YCBCR_OFFSET
 
 
+def rgb2ycbcr_plane(image, channel, *, channel_order, dtype=np.float64):
+    """One channel of `rgb2ycbcr` alone (0 Y, 1 Cb, 2 Cr), computed alone: (H, W), not rounded;
+    in `dtype`."""
+    if _checked_dtype(dtype) is np.float32:
+        row = _reorder_rgb(_YCBCR_FROM_RGB[channel:channel + 1] / 255.0, channel_order)
+        return _affine_float32(image, row, _YCBCR_OFFSET[channel:channel + 1])
+    rgb = _reorder_rgb(_colour(image), channel_order)
+    return rgb @ (_YCBCR_FROM_RGB[channel] / 255.0) + _YCBCR_OFFSET[channel]
+
+
 def rgb2y(image, *, channel_order, dtype=np.float64):
     """The Y channel of `rgb2ycbcr` alone: (H, W), not rounded; in `dtype`."""
-    if _checked_dtype(dtype) is np.float32:
-        row = _reorder_rgb(_YCBCR_FROM_RGB[:1] / 255.0, channel_order)
-        return _affine_float32(image, row, _YCBCR_OFFSET[:1])
-    rgb = _reorder_rgb(_colour(image), channel_order)
-    return rgb @ (_YCBCR_FROM_RGB[0] / 255.0) + _YCBCR_OFFSET[0]
+    return rgb2ycbcr_plane(image, 0, channel_order=channel_order, dtype=dtype)
 
 
 def ycbcr2rgb(ycbcr, *, channel_order, dtype=np.float64):

@@ -65,10 +65,10 @@ def bands(model, image, tile_size=tile_sizes.DEFAULT_TILE_SIZE, dtype=np.float32
     scale = model.scale
 
     def chroma(channel):
-        # one plane at a time: the polyphase upscaling runs several times faster on a plane
-        # than on two interleaved channels
+        # one plane at a time, each converted alone: the polyphase upscaling runs several times
+        # faster on a plane than on two interleaved channels
         def plane(rows):
-            return matlab.rgb2ycbcr(rows, channel_order="bgr", dtype=dtype)[:, :, channel]
+            return matlab.rgb2ycbcr_plane(rows, channel, channel_order="bgr", dtype=dtype)
         return plane
 
     net_input = _net_input(image, dtype)
