@@ -103,9 +103,11 @@ def test_pixel_shuffle_is_torchs(memory_format):
     assert shuffled[1, 2, 4 * 2 + 1, 5 * 3 + 2] == phases[1, 2 * 6 + 1 * 3 + 2, 4, 5]
 
 
-# (in, out, kernel, stride, pad, dilation, group): FSRCNN's 1x1 and 5x5, and the other options
+# (in, out, kernel, stride, pad, dilation, group): FSRCNN's 1x1 and 5x5, its sub-pixel
+# deconvolution's 9 phases, and the other options
 CONVOLUTIONS = [(56, 12, 1, 1, 0, 1, 1), (12, 56, 1, 1, 0, 1, 1), (1, 56, 5, 1, 2, 1, 1),
-                (12, 12, 3, 1, 1, 1, 1), (4, 6, 3, 2, 1, 2, 2), (3, 5, 4, 3, 2, 1, 1)]
+                (12, 12, 3, 1, 1, 1, 1), (56, 9, 3, 1, 1, 1, 1), (4, 6, 3, 2, 1, 2, 2),
+                (3, 5, 4, 3, 2, 1, 1)]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -132,6 +134,34 @@ def test_inference_conv2d_equals_f_conv2d(in_channels, out_channels, kernel, str
                               plain - bias[:, None, None]) < TOLERANCE
     # with autograd (training) it is F.conv2d itself
     assert torch.equal(fast_paths.conv2d(*arguments), plain)
+
+
+@pytest.mark.parametrize("channels, padded", [(1, 1), (5, 5), (8, 8), (9, 16), (12, 16),
+                                               (16, 16), (56, 56)])
+def test_whole_output_blocks_append_zero_filters_past_the_first_block(channels, padded):
+    weight, bias = torch.randn(channels, 3, 3, 3), torch.randn(channels)
+    for padded_bias in (bias, None):
+        wide, wide_bias = fast_paths.whole_output_blocks(weight, padded_bias)
+        assert wide.shape == (padded, 3, 3, 3) and torch.equal(wide[:channels], weight)
+        assert not wide[channels:].any()
+        assert wide_bias is None if padded_bias is None else (
+            wide_bias.shape == (padded,) and torch.equal(wide_bias[:channels], bias)
+            and not wide_bias[channels:].any())
+
+
+def test_inference_conv2d_in_whole_blocks_is_a_view_of_its_own_channels():
+    bottom = torch.randn(1, 56, 12, 10).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(9, 56, 3, 3).contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(9)
+    with torch.no_grad():
+        top = fast_paths.conv2d(bottom, weight, bias, (1, 1), (1, 1))
+        unpadded = torch.mkldnn_convolution(bottom, weight, bias, (1, 1), (1, 1), (1, 1), 1)
+    assert top.shape == (1, 9, 12, 10) and top.stride()[1] == 1 and top.stride()[3] == 16
+    assert max_difference(top, unpadded) < TOLERANCE
+    # the layer after it reads the view: a PReLU's result is its own, on its 9 channels alone
+    slope = torch.rand(9) - 0.5
+    with torch.no_grad():
+        assert torch.equal(fast_paths.prelu(top, slope), F.prelu(top.contiguous(), slope))
 
 
 @pytest.mark.parametrize("channels", [1, 5, 12, 15, 16, 56])
