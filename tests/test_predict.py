@@ -353,6 +353,15 @@ def test_video_round_trip(tmp_path, model_file, capfd):
     output = tmp_path / "out" / f"clip_x3_{NET_LABEL}.mp4"
     capture = cv2.VideoCapture(str(output))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    capture.release()
+    frames = read_frames(output)
+    assert len(frames) == 10 and frames[0].shape == (96, 144, 3)
+    assert "10 frames at 12 fps" in result.stdout
+    assert files_in(tmp_path / "out") == [output.name]
+
+
+def read_frames(path):
+    capture = cv2.VideoCapture(str(path))
     frames = []
     while True:
         ok, frame = capture.read()
@@ -360,9 +369,42 @@ def test_video_round_trip(tmp_path, model_file, capfd):
             break
         frames.append(frame)
     capture.release()
-    assert len(frames) == 10 and frames[0].shape == (96, 144, 3)
-    assert "10 frames at 12 fps" in result.stdout
-    assert files_in(tmp_path / "out") == [output.name]
+    return frames
+
+
+def test_video_planes_are_predicts_result_without_the_rgb_round_trip(tmp_path, model):
+    """A frame's Y plane goes through the net as predict's Y would, its chroma planes through
+    MATLAB's bicubic at 4:2:0: each plane is the net's or imresize's result on the decoded
+    planes, rounded, and the written frames' Y matches predict's result on each decoded input
+    frame within the codec's loss (these saturated random colours lose most of their chroma to
+    4:2:0 and the gamut: Y only)."""
+    import av
+    from runner.infer import video
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, frames=6, size=(64, 48))
+    out = tmp_path / "out.mp4"
+    result = video.predict_video(model, clip, out, progress=False)
+    assert (result.frames, result.fps) == (6, pytest.approx(12.0))
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("mpeg4", "yuv420p")
+        assert (stream.codec_context.width, stream.codec_context.height) == (192, 144)
+    for source, written_frame in zip(read_frames(clip), read_frames(out), strict=True):
+        expected = colour.super_resolve_picture(model, picture.from_array(source, "frame"),
+                                                eight_bit=True).pixels
+        error = np.mean((matlab.rgb2y(written_frame, channel_order="bgr")
+                         - matlab.rgb2y(expected, channel_order="bgr")) ** 2)
+        assert 10 * np.log10(255 ** 2 / error) > 30
+    container, stream = video.open_video(clip)
+    with container:
+        y, u, v = next(video.decoded_planes(container, stream, clip))
+    packed = video.super_resolved_planes(model, (y, u, v))
+    assert packed.shape == (144 * 3 // 2, 192) and packed.dtype == np.uint8
+    big_y = tiles.super_resolve(model, y / np.float32(255), None) * 255
+    np.testing.assert_allclose(packed[:144], big_y.clip(0, 255), atol=0.5 + 1e-3)
+    big_u = matlab.imresize(u, 3)
+    np.testing.assert_allclose(packed[144:144 + 36].reshape(72, 96), big_u.clip(0, 255),
+                               atol=0.5 + 1e-3)
 
 
 @pytest.mark.parametrize("engine", ["torch", "opencv"])

@@ -1,32 +1,43 @@
-"""`runner predict clip.mp4`: a video super-resolved frame by frame, same fps and frame count.
+"""`runner predict clip.mp4`: a video super-resolved frame by frame, same frame rate and count.
 
-OpenCV reads the frames (BGR) and writes an MPEG-4 (`mp4v`) video; each frame goes through
-predict's colour pipeline. The work overlaps: frames go through the net side by side where the
-engine allows it (runner/infer/side_by_side.py: FSRCNN-s at x3 on 640x360 frames, 2 cores, 22 to
-24 against 17 frames/s with a frame's ops split over the threads; FSRCNN 12 to 13 against 10 to
-11; the same bytes out), while the next frame is decoded and the previous one quantized and
-encoded in a thread of its own (OpenCV's codecs let other threads run meanwhile). The video is
-written under a temporary name and renamed when the last frame is in, so a failure never leaves
-a truncated video behind.
+PyAV (FFmpeg) decodes the frames as the YUV 4:2:0 planes video holds and encodes the result from
+the same planes, with no RGB in between: the net super-resolves the Y plane (BT.601 studio range,
+MATLAB rgb2ycbcr's Y, the one the net was trained on) and the half-resolution chroma planes are
+upscaled by MATLAB's bicubic imresize at their own resolution, which is all of the chroma that
+4:2:0 keeps. Going through BGR as predict does for pictures (OpenCV's decoder converting to BGR,
+Y, Cb and Cr converted from it and back, chroma upscaled at full resolution, and the encoder
+converting back to 4:2:0) took FSRCNN-s on 240 frames of 640x360 at 25.3 frames/s against 30.0
+this way (two threads), and its result was further from predict's float result on the decoded
+frames (39.0 against 42.5 dB PSNR, after encoding).
+
+The video is MPEG-4 Part 2 (`mpeg4`, OpenCV's `mp4v`) at the settings OpenCV's writer uses for it
+(a bit rate of frames/s x width x height, the quantizer at least 3): files of the size OpenCV
+writes. The work overlaps: frames go through the net side by side where the engine allows it
+(runner/infer/side_by_side.py), while the next frame is decoded and the previous one encoded in a
+thread of its own. The video is written under a temporary name and renamed when the last frame
+is in, so a failure never leaves a truncated video behind.
 """
-import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
-import cv2
+import av
 import numpy as np
 from tqdm import tqdm
 
 from runner.errors import UserError
 from runner.files import outputs
-from runner.imaging import picture
-from runner.imaging.images import native_stderr_silenced
-from runner.infer import colour, side_by_side, tile_sizes
+from runner.imaging import matlab
+from runner.infer import side_by_side, tile_sizes, tiles
 
-FOURCC = "mp4v"
-# Some containers do not record a frame rate (OpenCV reports 0): write those at this one.
-FALLBACK_FPS = 25.0
+CODEC = "mpeg4"
+PIXEL_FORMAT = "yuv420p"
+# Some containers do not record a frame rate: write those at this one.
+FALLBACK_FPS = Fraction(25)
+# OpenCV's mp4v settings: bits per second per pixel of a second's frames, the least quantizer
+BITS_PER_PIXEL_AND_FRAME = 1
+LEAST_QUANTIZER = 3
 
 
 @dataclass(frozen=True)
@@ -36,89 +47,129 @@ class VideoResult:
     fps: float
 
 
-def _read(capture):
-    """The next frame, or None at the end; the decoder's own messages stay off the terminal."""
-    with native_stderr_silenced():
-        ok, frame = capture.read()
-    return frame if ok else None
-
-
 def open_video(path):
-    """A cv2.VideoCapture of `path`, or a UserError when OpenCV cannot open it as a video."""
-    with native_stderr_silenced():
-        capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise UserError(path, "cannot be opened as a video (unknown format or damaged)")
-    return capture
+    """The PyAV container of a video file and its first video stream; a UserError when FFmpeg
+    cannot open it as a video."""
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError:
+        raise UserError(path, "cannot be opened as a video (unknown format or damaged)") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(path, "holds no video stream")
+    stream = container.streams.video[0]
+    stream.thread_count = 1         # the decoder runs beside the net's threads
+    return container, stream
 
 
 def frame_size(path):
-    """(height, width) of a video's frames, as its container declares them."""
-    capture = open_video(path)
+    """(height, width) of a video's frames, as its stream declares them."""
+    container, stream = open_video(path)
     try:
-        return (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        return stream.codec_context.height, stream.codec_context.width
     finally:
-        capture.release()
+        container.close()
+
+
+def decoded_planes(container, stream, path):
+    """Each frame of the stream as (Y, U, V) uint8 planes, U and V at half the size."""
+    try:
+        for frame in container.decode(stream):
+            if frame.width % 2 or frame.height % 2:
+                raise UserError(path, f"has {frame.width}x{frame.height} frames: super-resolved "
+                                "4:2:0 video needs even sides")
+            packed = frame.to_ndarray(format=PIXEL_FORMAT)
+            height, width = frame.height, frame.width
+            chroma = packed[height:].reshape(2, height // 2, width // 2)
+            yield packed[:height], chroma[0], chroma[1]
+    except av.error.FFmpegError as error:
+        raise UserError(path, f"is damaged: {error.strerror or error}") from None
+
+
+def super_resolved_planes(model, planes, tile_size=tile_sizes.DEFAULT_TILE_SIZE):
+    """One frame's (Y, U, V) uint8 planes super-resolved: Y by the net, U and V by MATLAB's
+    bicubic imresize; the result packed as the encoder takes 4:2:0 (Y's rows, then U's and V's
+    values)."""
+    y, *chroma = planes
+    net_input = np.divide(y, 255.0, dtype=np.float32)
+    result = tiles.super_resolve(model, net_input,
+                                 tile_sizes.tile_size_for(model, y.shape, tile_size))
+    big_y = matlab.to_uint8(np.multiply(result, 255.0, dtype=np.float32))
+    big_chroma = [matlab.to_uint8(matlab.imresize(plane, model.scale, dtype=np.float32))
+                  for plane in chroma]
+    return np.concatenate([big_y.ravel()] + [plane.ravel() for plane in big_chroma]).reshape(
+        -1, big_y.shape[1])
+
+
+def _writer(path, fps, width, height):
+    """(container, stream) of an MPEG-4 video written to `path` at OpenCV's mp4v settings."""
+    container = av.open(str(path), mode="w", format="mp4")
+    stream = container.add_stream(CODEC, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, PIXEL_FORMAT
+    stream.bit_rate = int(BITS_PER_PIXEL_AND_FRAME * float(fps) * width * height)
+    stream.thread_count = 1         # encoding runs beside the net's threads
+    stream.options = {"qmin": str(LEAST_QUANTIZER)}
+    return container, stream
 
 
 def predict_video(model, path, out_path, tile_size=tile_sizes.DEFAULT_TILE_SIZE, progress=True):
     """Write `out_path`: every frame of `path` super-resolved, at the input's frame rate."""
-    capture = open_video(path)
+    container, stream = open_video(path)
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        fps = fps if fps > 0 else FALLBACK_FPS
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        frame = _read(capture)
-        if frame is None:
-            raise UserError(path, "holds no frame OpenCV can decode")
-        height, width = frame.shape[:2]
-        size = (width * model.scale, height * model.scale)
+        fps = stream.average_rate or stream.guessed_rate or FALLBACK_FPS
+        total = stream.frames or None
+        frames = decoded_planes(container, stream, path)
+        first = next(frames, None)
+        if first is None:
+            raise UserError(path, "holds no frame FFmpeg can decode")
+        height, width = first[0].shape
         with outputs.atomic_paths(out_path) as (temporary,):
-            writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*FOURCC), fps, size)
-            if not writer.isOpened():
-                raise UserError(out_path, f"OpenCV cannot write a {FOURCC} video here")
+            try:
+                writer = _writer(temporary, fps, width * model.scale, height * model.scale)
+            except av.error.FFmpegError as error:
+                raise UserError(out_path, f"cannot be written as an MPEG-4 video: "
+                                f"{error.strerror or error}") from None
             try:
                 # disable=None: a progress bar on a terminal only, never in logs or pipes
                 with tqdm(total=total, desc=Path(path).name, unit="frame",
                           disable=None if progress else True, leave=False) as bar:
-                    frames = _pipeline(model, path, capture, frame, writer, tile_size, bar)
+                    count = _pipeline(model, first, frames, writer, tile_size, bar)
             finally:
-                writer.release()
+                writer[0].close()
     finally:
-        capture.release()
-    return VideoResult(Path(out_path), frames, fps)
+        container.close()
+    return VideoResult(Path(out_path), count, float(fps))
 
 
-def _frames(capture, first):
-    """`first`, then each frame `capture` decodes after it."""
-    frame = first
-    while frame is not None:
-        yield frame
-        frame = _read(capture)
+def _then(first, rest):
+    yield first
+    yield from rest
 
 
-def _super_resolved(frame, model, path, tile_size):
-    """One frame super-resolved, as the 8-bit BGR array the writer takes."""
-    parts = colour.bands(model, picture.from_array(frame, path), tile_size, eight_bit=True)
-    return np.concatenate([picture.to_array(part) for _, part in parts])
+def _encode(container, stream, packed, index):
+    frame = None
+    if packed is not None:
+        frame = av.VideoFrame.from_ndarray(packed, format=PIXEL_FORMAT)
+        frame.pts = index
+    for packet in stream.encode(frame):
+        container.mux(packet)
 
 
-def _pipeline(model, path, capture, frame, writer, tile_size, bar):
-    """Super-resolve `frame` and every frame after it into `writer`, in order, frames side by
-    side (runner/infer/side_by_side.py), each result encoded in a thread of its own while the
-    next ones compute; returns the number of frames."""
-    frames, encoding = 0, None
+def _pipeline(model, first, frames, writer, tile_size, bar):
+    """Super-resolve `first` and every frame after it into `writer` ((container, stream)), in
+    order, frames side by side (runner/infer/side_by_side.py), each result encoded in a thread
+    of its own while the next ones compute; returns the number of frames."""
+    count, encoding = 0, None
     with side_by_side.one_thread_each(model) as at_once, ThreadPoolExecutor(1) as encoder:
-        compute = functools.partial(_super_resolved, model=model, path=path,
-                                    tile_size=tile_size)
-        for result in side_by_side.in_order(compute, _frames(capture, frame), at_once):
+        def compute(planes):
+            return super_resolved_planes(model, planes, tile_size)
+        for packed in side_by_side.in_order(compute, _then(first, frames), at_once):
             if encoding is not None:
                 encoding.result()
-            encoding = encoder.submit(writer.write, result)
-            frames += 1
+            encoding = encoder.submit(_encode, *writer, packed, count)
+            count += 1
             bar.update()
         if encoding is not None:
             encoding.result()
-    return frames
+        _encode(*writer, None, count)       # the encoder's last packets
+    return count
