@@ -155,10 +155,12 @@ class Job:
 def check_size(path, max_pixels=DEFAULT_MAX_PIXELS):
     """A UserError unless the image (or the video's frames) at `path` has at most
     `max_pixels` pixels, read from its header."""
-    from runner.imaging import picture
-    from runner.infer import video
-    height, width = (video.frame_size(path) if is_video(path)
-                     else picture.declared_size(path))
+    if is_video(path):
+        from runner.infer import video
+        height, width = video.frame_size(path)
+    else:
+        from runner.imaging import picture
+        height, width = picture.declared_size(path)
     if height * width > max_pixels:
         raise UserError(path, f"is {width}x{height} ({height * width:,} pixels), more than "
                         f"--max-pixels {max_pixels:,}: raise it to super-resolve the file "
@@ -243,13 +245,14 @@ def predict_image(model, path, paths, options=Options()):
 # --------------------------------------------------------------------------- many inputs
 
 def _run_one(model, job, options, image=None, progress=False):
-    """The result of one Job; `image`: its Picture, already read."""
-    from runner.infer import video
-    from runner.score import degraded
+    """The result of one Job; `image`: its Picture, already read. Each kind's module is imported
+    when a job of its kind runs (PyAV, for videos, takes 60 ms to import)."""
     if job.kind == "video":
+        from runner.infer import video
         return video.predict_video(model, job.source, job.outputs[0], options.tile_size,
                                    progress)
     if job.kind == "degrade":
+        from runner.score import degraded
         return degraded.predict_degraded(model, job.source, job.outputs[0],
                                          options.degradation, options.tile_size)
     return predict_picture(model, image, job.outputs, options)
