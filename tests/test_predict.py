@@ -407,6 +407,40 @@ def test_video_planes_are_predicts_result_without_the_rgb_round_trip(tmp_path, m
                                atol=0.5 + 1e-3)
 
 
+def write_ffv1_video(path, size, pixel_format, frames=3):
+    """A lossless FFV1 video (Matroska) of `size` (width, height) in `pixel_format`, written by
+    PyAV: what OpenCV's writer cannot make (4:4:4, gray, odd sides)."""
+    import av
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = *size, pixel_format
+        for index in range(frames):
+            rgb = smooth_image(size[1], size[0], 3, seed=index)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pixel_format)
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize("pixel_format", ["yuv444p", "gray"])
+def test_videos_of_other_pixel_formats_go_through_4_2_0(tmp_path, model, pixel_format):
+    from runner.infer import video
+    clip = tmp_path / "clip.mkv"
+    write_ffv1_video(clip, (40, 30), pixel_format)
+    result = video.predict_video(model, clip, tmp_path / "out.mp4", progress=False)
+    assert result.frames == 3
+    frames = read_frames(tmp_path / "out.mp4")
+    assert len(frames) == 3 and frames[0].shape == (90, 120, 3)
+
+
+def test_a_video_of_odd_sides_is_one_error_line(tmp_path, model_file, capfd):
+    write_ffv1_video(tmp_path / "odd.mkv", (41, 30), "yuv420p")
+    result = run_main(capfd, "predict", tmp_path / "odd.mkv", "--model", model_file, "--out",
+                      tmp_path / "out")
+    assert_one_line_error(result, "odd.mkv", "41x30 frames")
+    assert files_in(tmp_path / "out") == []
+
+
 @pytest.mark.parametrize("engine", ["torch", "opencv"])
 def test_video_frames_side_by_side_match_one_at_a_time(tmp_path, model_file, engine):
     """A model on two threads takes two frames at once, each on one thread (OpenCV's with a
