@@ -411,7 +411,10 @@ def whole_process_section(result):
               for line, values in result.starts.items()]
     lines += ["", *targets, "",
               "- A video's frames/s is its throughput once started: the frames of a long clip "
-              "less those of a short one, over the difference of the two processes' times.",
+              "less those of a short one, over the difference of the two processes' times. "
+              "Ours decodes and encodes the YUV 4:2:0 planes with PyAV (MPEG-4 at OpenCV's "
+              "mp4v settings: files of the same size); OpenCV's script goes through BGR frames "
+              "with cv2.VideoCapture and an mp4v cv2.VideoWriter.",
               f"- The ONNX model: `runner export --format onnx`; onnxruntime "
               f"{_onnxruntime_version()} "
               f"with {threads} intra-op threads (ours: torch at {threads} threads), fed the "
