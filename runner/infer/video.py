@@ -17,6 +17,7 @@ writes. The work overlaps: frames go through the net side by side where the engi
 thread of its own. The video is written under a temporary name and renamed when the last frame
 is in, so a failure never leaves a truncated video behind.
 """
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from runner.errors import UserError
 from runner.files import outputs
 from runner.imaging import matlab
-from runner.infer import side_by_side, tile_sizes, tiles
+from runner.infer import colour, side_by_side, tile_sizes
 
 CODEC = "mpeg4"
 PIXEL_FORMAT = "yuv420p"
@@ -91,10 +92,7 @@ def super_resolved_planes(model, planes, tile_size=tile_sizes.DEFAULT_TILE_SIZE)
     bicubic imresize; the result packed as the encoder takes 4:2:0 (Y's rows, then U's and V's
     values)."""
     y, *chroma = planes
-    net_input = np.divide(y, 255.0, dtype=np.float32)
-    result = tiles.super_resolve(model, net_input,
-                                 tile_sizes.tile_size_for(model, y.shape, tile_size))
-    big_y = matlab.to_uint8(np.multiply(result, 255.0, dtype=np.float32))
+    big_y = matlab.to_uint8(colour.super_resolve_y(model, y, tile_size, dtype=np.float32))
     big_chroma = [matlab.to_uint8(matlab.imresize(plane, model.scale, dtype=np.float32))
                   for plane in chroma]
     return np.concatenate([big_y.ravel()] + [plane.ravel() for plane in big_chroma]).reshape(
@@ -141,11 +139,6 @@ def predict_video(model, path, out_path, tile_size=tile_sizes.DEFAULT_TILE_SIZE,
     return VideoResult(Path(out_path), count, float(fps))
 
 
-def _then(first, rest):
-    yield first
-    yield from rest
-
-
 def _encode(container, stream, packed, index):
     frame = None
     if packed is not None:
@@ -163,7 +156,7 @@ def _pipeline(model, first, frames, writer, tile_size, bar):
     with side_by_side.one_thread_each(model) as at_once, ThreadPoolExecutor(1) as encoder:
         def compute(planes):
             return super_resolved_planes(model, planes, tile_size)
-        for packed in side_by_side.in_order(compute, _then(first, frames), at_once):
+        for packed in side_by_side.in_order(compute, itertools.chain([first], frames), at_once):
             if encoding is not None:
                 encoding.result()
             encoding = encoder.submit(_encode, *writer, packed, count)
