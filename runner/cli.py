@@ -47,9 +47,10 @@ def add_train(train):
                        help="on Ctrl-C: snapshot then stop (default), stop, or none")
     train.add_argument("--sighup_effect", choices=SIGNAL_EFFECTS, default="snapshot",
                        help="on SIGHUP: snapshot and go on (default), stop, or none")
-    train.add_argument("--procs", type=positive_int(1), default=1,
+    train.add_argument("--procs", type=positive_int(1),
                        help="data-parallel over N processes on this machine, launched as "
-                       "torchrun --standalone --nproc_per_node=N (batch_size is per process)")
+                       "torchrun --standalone --nproc_per_node=N (batch_size is per process; "
+                       "N=1 runs the distributed path in one process: gloo, or NCCL on CUDA)")
     train.add_argument("--no-tensorboard", action="store_true",
                        help="write no TensorBoard event files (also: SRCAFFE_TENSORBOARD=0)")
     train.set_defaults(run=run_train)
@@ -87,7 +88,7 @@ def run_train(args):
                            sighup_effect=args.sighup_effect)
     if args.no_tensorboard:
         options.tensorboard = False
-    if args.procs > 1:
+    if args.procs:
         from runner.train import distributed
         if distributed.launched():
             raise UserError("runner train", "--procs starts its own processes; under torchrun "

@@ -97,6 +97,21 @@ def test_two_processes_step_like_one_at_twice_the_batch(one_process, two_process
     assert "Warning" not in result.stderr, result.stderr
 
 
+def test_procs_1_runs_the_distributed_path_in_one_process(tmp_path, one_process):
+    """`--procs 1` joins a process group of one (gloo here, NCCL on CUDA) and steps through
+    DDP exactly as the same batch does without a launcher."""
+    result = run_to_end("train", "--solver", solver_with_batch(tmp_path, 2 * BATCH),
+                        "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Solving tiny_fsrcnn on cpu, 1 process over gloo" in result.stdout
+    difference = max_difference(snapshot.snapshot_paths(one_process, ITERATIONS)[0],
+                                snapshot.snapshot_paths(tmp_path / "run" / "tiny",
+                                                        ITERATIONS)[0])
+    print(f"--procs 1 against no launcher: max difference {difference:.3g}")
+    assert difference <= TOLERANCE
+    assert "Warning" not in result.stderr, result.stderr
+
+
 def test_two_process_snapshot_resumes_in_one_process(tmp_path, one_process, two_processes):
     prefix, _ = two_processes
     state_path = snapshot.snapshot_paths(prefix, 10)[1]

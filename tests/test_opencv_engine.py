@@ -118,6 +118,15 @@ def test_a_net_opencv_does_not_run_goes_to_torch_or_is_one_error(tmp_path, capfd
                                    "cuda", "--out", tmp_path / "out"), "--device cuda")
 
 
+def test_an_opencv_without_caffes_importer_goes_to_torch_or_is_one_error(monkeypatch):
+    """OpenCV 5 reads no Caffe nets: auto takes torch, a forced --engine opencv says why."""
+    model_path = SHIPPED / "fsrcnn_x3.model"
+    monkeypatch.delattr(cv2.dnn, "readNetFromCaffe", raising=False)   # absent from OpenCV 5
+    assert engines.load_for_inference(model_path).engine == "torch"
+    with pytest.raises(UserError, match=r"fsrcnn_x3.model: OpenCV .* reads no Caffe nets"):
+        engines.load_for_inference(model_path, engine="opencv")
+
+
 def test_threads_are_opencvs():
     model = engines.load_for_inference(SHIPPED / "fsrcnn_s_x3.model")
     model.use_threads(1)

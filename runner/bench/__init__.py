@@ -23,6 +23,11 @@ of its repetitions, and what counts is their ratio.
    peak memory; the same Y plane through onnxruntime running our model exported to ONNX; how
    long the command line takes to start (`whole_process.py`; `--only whole` runs these alone).
 
+5. Where there is a CUDA device (`--only gpu` runs these alone): training samples/s on it, ours
+   beside the reference loop and as a fraction of its fp32 matmul peak, and milliseconds per
+   image, ours beside yjn870/FSRCNN-pytorch's test.py on the same GPU and beside our CPU path
+   (`gpu.py`).
+
 Ours also runs with runner/net/fast_paths.py disabled ("fast paths off"), to show what they give.
 
 `make bench-train` (`python -m runner.bench.time_to_quality`) is the other kind of measurement:
@@ -31,7 +36,7 @@ solver and yjn870/FSRCNN-pytorch's loop (`reference_loop.py`, a process of its o
 child process given the same budget; its figure and table go to results/time_to_quality.*.
 
 One module per thing measured (`training.py`, `prediction.py`, `prep_time.py`,
-`whole_process.py`), each with its contenders and its section of the report; `measure.py` holds
+`whole_process.py`, `gpu.py`), each with its contenders and its section of the report; `measure.py` holds
 how a comparison is timed and stated, `suite.py` runs them all and writes the report,
 `__main__.py` is the command line. `prep_time.py` also prepares what a bench needs when it is
 missing.

@@ -23,14 +23,15 @@ def main(argv=None):
                         help="interleaved repetitions of the whole-process rows (default: "
                         "%(default)s)")
     parser.add_argument("--only", choices=PARTS, default="all",
-                        help="whole: only the whole-process rows (default: %(default)s)")
+                        help="whole: only the whole-process rows; gpu: only the GPU rows "
+                        "(where there is a CUDA device) (default: %(default)s)")
     parser.add_argument("--out", default=str(DEFAULT_REPORT),
                         help="the Markdown report (default: results/bench.md)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     os.chdir(REPO_ROOT)         # the solver and net files name their data relative to it
     ensure_prepared(solver_source(loading.load_solver(SOLVER))[0])
-    if args.only == "all":
+    if args.only in ("all", "gpu"):
         ensure_prepared(solver_source(loading.load_solver(RECIPE_SOLVER))[0], RECIPE_PREP)
     results = run(Sizes(repeats=args.repeats, whole_repeats=args.whole_repeats), args.threads,
                   parts=args.only)

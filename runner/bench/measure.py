@@ -52,10 +52,18 @@ def interleaved(contenders, repeats):
 
 
 def timed_rate(work, count):
-    """count / seconds taken by work()."""
+    """count / seconds taken by work(), to the end of the GPU work it queued where it uses
+    CUDA (which runs behind the Python that queues it)."""
+    synchronize()
     started = time.perf_counter()
     work()
+    synchronize()
     return count / (time.perf_counter() - started)
+
+
+def synchronize():
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def without_fast_paths(build):
@@ -71,12 +79,14 @@ def without_fast_paths(build):
 
 
 class MatmulPeak:
-    """GFLOP/s of `count` fp32 size x size matmuls: the most this machine computes."""
+    """GFLOP/s of `count` fp32 size x size matmuls: the most a device computes (in IEEE fp32
+    on CUDA, as we train there: runner/net/devices.py)."""
 
-    def __init__(self, size, count):
+    def __init__(self, size, count, device="cpu"):
         generator = torch.Generator().manual_seed(0)
-        self.a, self.b = (torch.randn(size, size, generator=generator) for _ in range(2))
-        self.out = torch.empty(size, size)
+        self.a, self.b = (torch.randn(size, size, generator=generator).to(device)
+                          for _ in range(2))
+        self.out = torch.empty(size, size, device=device)
         self.size, self.count = size, count
         torch.mm(self.a, self.b, out=self.out)
 

@@ -92,9 +92,9 @@ def our_prediction(model, image):
     return picture.to_array(result)
 
 
-def our_contender(path, image, count):
-    """Images per second of our_prediction with the model in `path`."""
-    model = torch_engine.load_for_inference(path)
+def our_contender(path, image, count, device="cpu"):
+    """Images per second of our_prediction with the model in `path`, run on `device`."""
+    model = torch_engine.load_for_inference(path, device)
     return lambda: timed_rate(lambda: [our_prediction(model, image) for _ in range(count)],
                               count)
 

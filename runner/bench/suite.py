@@ -9,6 +9,7 @@ from statistics import median
 import cv2
 import torch
 
+from runner.bench.gpu import gpu_section, measure_gpu
 from runner.bench.measure import DEFAULT_THREADS, REPO_ROOT, compile_sources, cpu_name
 from runner.bench.prediction import measure_prediction, prediction_section
 from runner.bench.prep_time import prep_seconds, prep_section
@@ -65,10 +66,11 @@ class Results:
     predictions: list = None        # (task, model description, {name: [per second]}, unit)
     prep: list = None               # [seconds]
     whole: object = None            # whole_process.WholeProcess
+    gpu: object = None              # gpu.GpuResults (where there is a CUDA device)
 
 
-# what `--only` can choose: all of it, or the whole-process rows alone
-PARTS = ("all", "whole")
+# what `--only` can choose: all of it, the whole-process rows alone, or the GPU rows alone
+PARTS = ("all", "whole", "gpu")
 
 
 def run(sizes=Sizes(), threads=DEFAULT_THREADS, solver_path=SOLVER, data_root=None, log=print,
@@ -97,7 +99,10 @@ def _measure(sizes, threads, solver_path, data_root, log, parts, recipe_path):
             results.prep = prep_seconds(sizes.prep_runs, folder)
             if results.prep:
                 log(f"make prep (T91 x3): {median(results.prep):.2f} s")
-    if sizes.whole_inputs is not None:
+        if parts in ("all", "gpu"):
+            results.gpu = measure_gpu(threads, solver_path, recipe_path, folder, data_root,
+                                      log, repeats=sizes.repeats, batch=sizes.batch)
+    if sizes.whole_inputs is not None and parts in ("all", "whole"):
         results.whole = measure_whole_process(threads, sizes.whole_repeats, sizes.whole_inputs,
                                               data_root, log)
     results.load_after = os.getloadavg()
@@ -124,4 +129,6 @@ def report(results):
         lines += prep_section(results.prep)
     if results.whole:
         lines += whole_process_section(results.whole)
+    if results.gpu:
+        lines += gpu_section(results.gpu, sizes.batch)
     return "\n".join(lines)

@@ -90,14 +90,15 @@ class OurTraining:
     """runner train's Solver (runner/train/solver.py): samples per second over `iterations` steps.
     Testing, display and snapshots are off; everything else is the solver file's."""
 
-    def __init__(self, setup, batch, iterations, run_folder, warmup=5, source=None):
+    def __init__(self, setup, batch, iterations, run_folder, warmup=5, source=None,
+                 device=None):
         solver_param = replace(setup.solver, test_interval=0,
                                display=0, snapshot=0, snapshot_after_train=False,
                                snapshot_prefix=str(Path(run_folder) / "bench"))
         data = {"batch_size": batch} | ({"source": str(source)} if source else {})
         setup = replace(setup, solver=solver_param,
                         train_net=with_data_param(setup.train_net, **data))
-        self.solver = Solver(setup, TrainOptions(log=False))
+        self.solver = Solver(setup, TrainOptions(device=device, log=False))
         # step() reports to the log solve() opens; we call step() alone, with a silent one
         self.solver.log = TrainLog(solver_param.snapshot_prefix, 0, 0, enabled=False)
         self.batch, self.iterations = batch, iterations
@@ -161,13 +162,15 @@ def adam(parameter_groups, base_lr):
 class ReferenceTraining:
     """The loop common PyTorch reimplementations write: the reference FSRCNN, `update_rule`
     with the deconvolution at a tenth of `base_lr`, nn.MSELoss, a DataLoader over the .h5
-    files `h5_paths` that opens a file for every sample. Called, it gives samples per second
-    over `batches` steps of a fresh DataLoader (its start-up and first batch untimed)."""
+    files `h5_paths` that opens a file for every sample, each batch moved to `device`. Called,
+    it gives samples per second over `batches` steps of a fresh DataLoader (its start-up and
+    first batch untimed)."""
 
     def __init__(self, h5_paths, batch, base_lr, batches=0, workers=REFERENCE_WORKERS,
-                 update_rule=sgd_momentum, seed=0):
+                 update_rule=sgd_momentum, seed=0, device="cpu"):
         torch.manual_seed(seed)
-        self.model = reference_fsrcnn()
+        self.device = torch.device(device)
+        self.model = reference_fsrcnn().to(self.device)
         deconvolution = self.model[-1]
         others = [p for module in self.model[:-1] for p in module.parameters()]
         self.optimizer = update_rule(
@@ -183,6 +186,7 @@ class ReferenceTraining:
                                            num_workers=self.workers, drop_last=True)
 
     def step(self, low, high):
+        low, high = low.to(self.device), high.to(self.device)
         loss = self.criterion(self.model(low), high)
         self.optimizer.zero_grad()
         loss.backward()
@@ -220,14 +224,14 @@ def sample_size(setup):
         return h5_path, tuple(h5["Input"].shape[2:])
 
 
-def recipe_training(recipe_path, iterations, folder):
-    """(OurTraining of the time-to-quality recipe's solver at its own batch, its
+def recipe_training(recipe_path, iterations, folder, device=None):
+    """(OurTraining of the time-to-quality recipe's solver at its own batch on `device`, its
     TrainingCost, its batch, its sample size): the shapes issue 15's throughput goal is set on."""
     setup = loading.load_solver(recipe_path)
     _, input_size = sample_size(setup)
     batch = solver_source(setup)[1].hdf5_data_param.batch_size
     cost = training_cost(setup.train_net, setup.net_sources[0][0], input_size)
-    return OurTraining(setup, batch, iterations, folder), cost, batch, input_size
+    return OurTraining(setup, batch, iterations, folder, device=device), cost, batch, input_size
 
 
 def measure_training(results, solver_path, folder, log, recipe_path=None):

@@ -141,6 +141,9 @@ class OpenCVNet:
     def _read(self):
         """A cv2.dnn.Net of the prototxt and caffemodel bytes in `files`."""
         prototxt, caffemodel = self.files
+        if not hasattr(cv2.dnn, "readNetFromCaffe"):      # OpenCV 5 dropped Caffe's importer
+            raise UserError(self.source, f"OpenCV {cv2.__version__} reads no Caffe nets "
+                            "(srcaffe needs OpenCV 4.x): give --engine torch")
         try:
             with native_stderr_silenced():
                 net = cv2.dnn.readNetFromCaffe(np.frombuffer(prototxt, np.uint8),

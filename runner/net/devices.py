@@ -1,5 +1,6 @@
 """Where nets run: a device named by a user (`cpu`, `cuda`, `cuda:N`), checked to exist on this
-machine before anything is built on it."""
+machine before anything is built on it. On CUDA the arithmetic is Caffe's: fp32 throughout and
+the same result from the same inputs (see `exact_cuda_arithmetic`)."""
 import torch
 
 from runner.errors import UserError
@@ -17,4 +18,18 @@ def torch_device(name, where="--device"):
     if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
         raise UserError(where, f"{name}: no such CUDA device (this machine has "
                         f"{torch.cuda.device_count()})")
+    if chosen.type == "cuda":
+        exact_cuda_arithmetic()
     return chosen
+
+
+def exact_cuda_arithmetic():
+    """fp32 convolutions and matmuls, by algorithms that give the same bits run after run.
+    PyTorch lets cuDNN round convolution inputs to TF32 (10-bit mantissas) by default, which
+    parts CUDA's losses from the CPU's at the third digit, and lets it pick among algorithms by
+    timing, some of which sum in a varying order: a resumed run would then not retrace the
+    uninterrupted one. Caffe computes in fp32; so do we."""
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False

@@ -30,7 +30,10 @@ class Processes:
 
     def __init__(self, device):
         self.device, self.rank, self.world_size = device, 0, 1
-        if not launched():
+        # launched, even as one process, the collectives below run (`--procs 1` on one GPU
+        # checks the NCCL path); alone, they are skipped
+        self.joined = launched()
+        if not self.joined:
             return
         if device.type == "cuda":
             # one GPU per process, as torchrun intends: the local rank picks it
@@ -41,12 +44,15 @@ class Processes:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def describe(self):
-        return f"{self.device}" + (f", {self.world_size} processes" if self.world_size > 1 else "")
+        if not self.joined:
+            return f"{self.device}"
+        processes = "process" if self.world_size == 1 else "processes"
+        return f"{self.device}, {self.world_size} {processes} over {dist.get_backend()}"
 
     def wrap(self, net):
-        """The module the train net runs as: DDP around it when there are several processes
-        (DDP also copies rank 0's weights to the others here)."""
-        if self.world_size == 1:
+        """The module the train net runs as: DDP around it when launched (DDP also copies rank
+        0's weights to the others here)."""
+        if not self.joined:
             return net
         return DistributedDataParallel(net, device_ids=[self.device]
                                        if self.device.type == "cuda" else None)
@@ -54,7 +60,7 @@ class Processes:
     def same_on_all(self, number):
         """Rank 0's value of an int or a float, on every process (a seed drawn from the clock,
         the training clock)."""
-        if self.world_size == 1:
+        if not self.joined:
             return number
         dtype = torch.float64 if isinstance(number, float) else torch.int64
         value = torch.tensor([number], dtype=dtype, device=self.device)
@@ -64,7 +70,7 @@ class Processes:
     def mean(self, number):
         """The mean of a float over the processes: the loss of the whole global batch (a NaN
         on any process is a NaN on all, so they all stop together)."""
-        if self.world_size == 1:
+        if not self.joined:
             return number
         value = torch.tensor([number], dtype=torch.float64, device=self.device)
         dist.all_reduce(value)
@@ -74,7 +80,7 @@ class Processes:
         """The signal any process has received (SIGINT before SIGHUP) or None, the same on
         every process, so that they snapshot and stop at the same iteration instead of one
         waiting forever for another that has left."""
-        if self.world_size == 1:
+        if not self.joined:
             return number
         received = torch.tensor([number == signal.SIGINT, number == signal.SIGHUP],
                                 dtype=torch.int32, device=self.device)
