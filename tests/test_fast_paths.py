@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_run, write_h5
-from runner.bench import measure, prediction, suite, training, whole_process
+from runner.bench import gpu, measure, prediction, suite, training, whole_process
 from runner.config import loading, schema
 from runner.imaging import datasets, matlab
 from runner.infer import tiles, torch_engine
@@ -348,6 +348,32 @@ def test_whole_process_section_states_each_ratio_and_target():
     assert "FSRCNN-s video in real time: **30.0 frames/s**" in text
     assert "peak memory, 4K photo: ours **500 MiB**" in text and "met" in text
     assert "is `runner train --help`, **0.30 s**" in text
+
+
+def test_gpu_section_states_each_row_and_ratio():
+    results = gpu.GpuResults(
+        "NVIDIA H200, torch 2.11.0, 16 CPU threads", gpu.GpuSizes(),
+        training={gpu.OURS: [30_000.0], gpu.REFERENCE: [10_000.0], gpu.RECIPE: [3_000.0]},
+        flops={gpu.OURS: 3_000_000, gpu.REFERENCE: 3_000_000, gpu.RECIPE: 40_000_000},
+        recipe="batch 16, 33x33 LR samples", peak=[50_000.0],
+        predictions=[("a Y image", {"ours, cuda": [300.0], "ours, cpu": [100.0],
+                                    "reference model, cuda": [250.0]}),
+                     ("a colour photo", {"ours, cuda": [40.0], "ours, cpu": [10.0]})])
+    text = "\n".join(gpu.gpu_section(results))
+    assert "## On the GPU (NVIDIA H200" in text
+    assert "| runner train | 30,000 | 90 | 0.2% | 30,000 |" in text
+    assert "| runner train, the recipe's shapes | 3,000 | 120 | 0.2% |" in text
+    assert "runner train / reference loop on the GPU: **3.00x**" in text
+    assert "| a Y image | 3.33 ms | 10.00 ms | 4.00 ms |" in text
+    assert "| a colour photo | 25.00 ms | 100.00 ms |  |" in text
+    assert "(256x256 Y image): **1.20x**" in text
+
+
+def test_the_gpu_rows_are_left_out_without_a_cuda_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    said = []
+    assert gpu.measure_gpu(1, suite.SOLVER, None, ".", None, said.append) is None
+    assert said == ["no CUDA device: the GPU rows are left out"]
 
 
 @pytest.mark.slow
