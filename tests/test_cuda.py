@@ -1,7 +1,8 @@
 """The CUDA path, where this machine has a GPU (skipped elsewhere): FSRCNN(56,12,4) trained on
 CUDA retraces the CPU's losses from the same seed, resumes exactly, runs data-parallel over NCCL,
 and predicts and scores as the CPU does. Each of these paths runs on the CPU in the other
-modules (test_solver, test_distributed, test_predict, test_evaluate)."""
+modules (test_solver, test_distributed, test_predict, test_evaluate); what a CUDA device sets
+is checked here on any machine."""
 import json
 
 import numpy as np
@@ -12,11 +13,12 @@ from helpers import ROOT, read_csv, write_h5
 from runner.config import loading
 from runner.files import snapshot
 from runner.imaging import datasets, images
+from runner.net import devices
 from runner.score import evaluate
 from runner.train.solver import TrainOptions, train
 from test_distributed import max_difference, run_to_end
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
 GPU = "cuda"
 ITERATIONS = 100
@@ -69,6 +71,7 @@ def runs(tmp_path_factory):
     return folder, prefixes
 
 
+@needs_cuda
 def test_the_first_100_iterations_on_cuda_match_the_cpu(runs):
     _, prefixes = runs
     cpu, cuda = (losses(prefixes[device]) for device in ("cpu", GPU))
@@ -84,6 +87,7 @@ def test_the_first_100_iterations_on_cuda_match_the_cpu(runs):
     assert weights <= WEIGHT_TOLERANCE
 
 
+@needs_cuda
 def test_resume_on_cuda_is_exact(runs):
     folder, prefixes = runs
     state_path = snapshot.snapshot_paths(prefixes[GPU], 50)[1]
@@ -103,6 +107,7 @@ def test_resume_on_cuda_is_exact(runs):
     assert difference == 0
 
 
+@needs_cuda
 def test_procs_1_trains_over_nccl(runs):
     folder, prefixes = runs
     result = run_to_end("train", "--solver", fsrcnn_solver(folder, "nccl/fsrcnn"),
@@ -116,6 +121,7 @@ def test_procs_1_trains_over_nccl(runs):
     assert difference <= WEIGHT_TOLERANCE
 
 
+@needs_cuda
 def test_predict_on_cuda_writes_the_cpus_image(tmp_path):
     image_path = datasets.set_images(["Set5"])[0][1]
     written = {}
@@ -133,6 +139,7 @@ def test_predict_on_cuda_writes_the_cpus_image(tmp_path):
     assert difference.max() <= 1 and np.count_nonzero(difference) <= difference.size // 1000
 
 
+@needs_cuda
 def test_runner_test_on_cuda_scores_as_the_cpu(tmp_path):
     scores = {}
     for device in ("cpu", GPU):
@@ -148,3 +155,20 @@ def test_runner_test_on_cuda_scores_as_the_cpu(tmp_path):
         for image, method in model))
     assert scores[GPU].keys() == scores["cpu"].keys() and len(model) == 5
     assert all(abs(scores[GPU][key] - psnr) <= 1e-3 for key, psnr in scores["cpu"].items())
+
+
+def test_cuda_arithmetic_is_fp32_and_deterministic():
+    flags = [(torch.backends.cuda.matmul, "fp32_precision"),
+             (torch.backends.cudnn.conv, "fp32_precision"),
+             (torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "benchmark")]
+    before = [getattr(owner, name) for owner, name in flags]
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        torch.backends.cudnn.benchmark = True
+        devices.exact_cuda_arithmetic()
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        for (owner, name), value in zip(flags, before):
+            setattr(owner, name, value)
