@@ -36,8 +36,8 @@ solver and yjn870/FSRCNN-pytorch's loop (`reference_loop.py`, a process of its o
 child process given the same budget; its figure and table go to results/time_to_quality.*.
 
 One module per thing measured (`training.py`, `prediction.py`, `prep_time.py`,
-`whole_process.py`, `gpu.py`), each with its contenders and its section of the report; `measure.py` holds
-how a comparison is timed and stated, `suite.py` runs them all and writes the report,
-`__main__.py` is the command line. `prep_time.py` also prepares what a bench needs when it is
-missing.
+`whole_process.py`, `gpu.py`), each with its contenders and its section of the report;
+`measure.py` holds how a comparison is timed and stated, `suite.py` runs them all and writes the
+report, `__main__.py` is the command line. `prep_time.py` also prepares what a bench needs when
+it is missing.
 """
