@@ -70,8 +70,8 @@ def file_attributes(path):
 
 def read_datasets(path, names, shapes):
     """The named datasets of one HDF5 file as float32 arrays, once each is checked to have its
-    shape in `shapes` (dataset_shapes, whose checks of a training dataset's shape that equality
-    carries over); every value must be finite."""
+    shape in `shapes` (dataset_shapes checked those shapes: equal, they pass its checks too);
+    every value must be finite."""
     with safe_hdf5.opened(path, DATA_KIND) as h5:
         arrays = [safe_hdf5.read_dataset(safe_hdf5.member(h5, name, path), path, shapes[name],
                                          np.float32) for name in names]
