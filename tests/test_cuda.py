@@ -3,8 +3,6 @@ CUDA retraces the CPU's losses from the same seed, resumes exactly, runs data-pa
 and predicts and scores as the CPU does. Each of these paths runs on the CPU in the other
 modules (test_solver, test_distributed, test_predict, test_evaluate); what a CUDA device sets
 is checked here on any machine."""
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +14,7 @@ from runner.imaging import datasets, images
 from runner.net import devices
 from runner.score import evaluate
 from runner.train.solver import TrainOptions, train
-from test_distributed import max_difference, run_to_end
+from test_distributed import max_difference, records, run_to_end
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -54,9 +52,8 @@ def fsrcnn_solver(folder, prefix):
 
 def losses(prefix):
     """{iteration: training loss} of a run's log."""
-    with open(f"{prefix}_log.jsonl", encoding="utf-8") as log:
-        return {record["iteration"]: record["loss"] for record in map(json.loads, log)
-                if "loss" in record}
+    return {record["iteration"]: record["loss"] for record in records(prefix)
+            if "loss" in record}
 
 
 @pytest.fixture(scope="module")
