@@ -2,6 +2,7 @@
 Net::Init does; `structure.py` says which layers a phase has; `feeds.py` gives the shapes of the
 blobs data layers feed; `layers/` holds one module per Caffe layer family and the registry;
 `fillers.py` the weight fillers; `fast_paths.py` the faster kernels the layers compute with;
+`row_bands.py` inference band by band through the layers that widen a blob and narrow it;
 `devices.py` the devices a net may run on, checked to exist here.
 
 May import: runner.errors, runner.config, runner.files

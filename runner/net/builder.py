@@ -24,7 +24,7 @@ from torch import nn
 from runner.config import memory, schema
 from runner.errors import UserError
 from runner.files import snapshot
-from runner.net import fillers
+from runner.net import fast_paths, fillers, row_bands
 from runner.net.feeds import FED_LAYERS, Feed
 from runner.net.layers.convolution import Convolution
 from runner.net.layers.registry import LAYERS
@@ -58,6 +58,7 @@ class Net(nn.Module):
         self._walk(self._feeds, build=True)
         self._steps = [(self.layer_params[index], module)
                        for index, module in self._module_at.items()]
+        self._row_band_plans = {}     # (kept, fed channels) -> row_bands.plan's Chains
         self.loss_names = self._loss_names()
         self._fill(generator)
         self._learnable = self._share_parameters(
@@ -277,16 +278,40 @@ class Net(nn.Module):
         """All blobs of one pass, given the fed ones ({name: tensor}); in-place tops hold the
         last value written, as in Caffe. With `keep` (blob names), only those are returned and
         every other blob is dropped once no later layer reads it: inference then holds two
-        activations at a time, not all of them."""
+        activations at a time, not all of them, and on the CPU without autograd the runs of
+        layers that widen a blob and narrow it again go band by band (runner/net/row_bands.py)."""
         blobs = dict(blobs)
         last_reads = None if keep is None else self._last_reads()
-        for index, (layer, module) in enumerate(self._steps):
-            blobs.update(zip(layer.top, module(*[blobs[name] for name in layer.bottom])))
+        chains = {chain.first: chain for chain in self._row_band_chains(blobs, keep)}
+        index = 0
+        while index < len(self._steps):
+            layer, module = self._steps[index]
+            chain = chains.get(index)
+            if chain is not None:
+                tops = (chain.run(blobs[layer.bottom[0]]),)
+                index = chain.last
+                layer = self._steps[index][0]
+            else:
+                tops = module(*[blobs[name] for name in layer.bottom])
+            blobs.update(zip(layer.top, tops))
             if keep is not None:
                 for name in [name for name in blobs if name not in keep
                              and last_reads.get(name, -1) <= index]:
                     del blobs[name]
+            index += 1
         return blobs
+
+    def _row_band_chains(self, fed, keep):
+        """row_bands' Chains for a pass with these fed blobs and `keep`: none in training, with
+        autograd, off the CPU or with the fast paths off."""
+        if (keep is None or torch.is_grad_enabled() or not fast_paths.enabled()
+                or any(blob.device.type != "cpu" or blob.dim() != 4 for blob in fed.values())):
+            return []
+        channels = {name: blob.shape[1] for name, blob in fed.items()}
+        key = (frozenset(keep), tuple(sorted(channels.items())))
+        if key not in self._row_band_plans:
+            self._row_band_plans[key] = row_bands.plan(self._steps, set(keep), channels)
+        return self._row_band_plans[key]
 
     def _last_reads(self):
         """{blob name: index of the last step that reads it}."""

@@ -40,6 +40,7 @@ faster (sub-pixel 1.4x, channels-last 1.2x more), a 256x256 prediction 3x faster
 import contextlib
 import ctypes
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,11 @@ def disabled():
         yield
     finally:
         _enabled = previous
+
+
+def enabled():
+    """Whether the fast paths are on (`disabled()` turns them off)."""
+    return _enabled
 
 
 def subpixel_weights(weight, bias, stride, group=1):
@@ -154,22 +160,53 @@ def prelu(bottom, slope):
     return F.prelu(bottom, slope)
 
 
-def conv_transpose2d(bottom, weight, bias, stride, pad, dilation=(1, 1), group=1):
-    """F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation), computed as
-    a sub-pixel convolution when it can be (no dilation, pad within the kernel)."""
-    kernel = weight.shape[2:]
+@dataclass(frozen=True)
+class SubpixelForm:
+    """A Deconvolution as its sub-pixel convolution: the stride-1 convolution's (weight, bias,
+    padding, group), whose output `finish` turns into the Deconvolution's."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    padding: tuple
+    group: int
+    stride: tuple
+    starts: tuple
+    kernel: tuple
+    pad: tuple
+
+    def finish(self, phases, input_size):
+        """The Deconvolution's output for an input of `input_size` (h, w) from the
+        convolution's output: pixel-shuffled, then cut to the Deconvolution's size."""
+        top = pixel_shuffle(phases, self.stride)
+        sizes = [subpixel.transposed_size(*axis)
+                 for axis in zip(input_size, self.kernel, self.stride, self.pad)]
+        if tuple(top.shape[2:]) != tuple(sizes) or any(self.starts):
+            top = top[:, :, self.starts[0]:self.starts[0] + sizes[0],
+                      self.starts[1]:self.starts[1] + sizes[1]]
+        return top
+
+
+def subpixel_form(weight, bias, stride, pad, dilation=(1, 1), group=1):
+    """The SubpixelForm of a Deconvolution, None where it has none (dilation, a pad beyond
+    the kernel) or the fast paths are off."""
+    kernel = tuple(weight.shape[2:])
     plan = subpixel.convolution_plan(kernel, stride, pad)
     if not _enabled or tuple(dilation) != (1, 1) or plan is None:
-        return F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation)
+        return None
     conv_weight, conv_bias = subpixel_weights(weight, bias, stride, group)
     padding, starts = plan
-    phases = conv2d(bottom, conv_weight, conv_bias, (1, 1), padding, (1, 1), group)
-    top = pixel_shuffle(phases, stride)
-    sizes = [subpixel.transposed_size(*axis)
-             for axis in zip(bottom.shape[2:], kernel, stride, pad)]
-    if tuple(top.shape[2:]) != tuple(sizes) or any(starts):
-        top = top[:, :, starts[0]:starts[0] + sizes[0], starts[1]:starts[1] + sizes[1]]
-    return top
+    return SubpixelForm(conv_weight, conv_bias, tuple(padding), group, tuple(stride),
+                        tuple(starts), kernel, tuple(pad))
+
+
+def conv_transpose2d(bottom, weight, bias, stride, pad, dilation=(1, 1), group=1):
+    """F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation), computed as
+    a sub-pixel convolution when it can be (`subpixel_form`)."""
+    form = subpixel_form(weight, bias, stride, pad, dilation, group)
+    if form is None:
+        return F.conv_transpose2d(bottom, weight, bias, stride, pad, 0, group, dilation)
+    phases = conv2d(bottom, form.weight, form.bias, (1, 1), form.padding, (1, 1), group)
+    return form.finish(phases, bottom.shape[2:])
 
 
 def preferred_layout(module, device):
