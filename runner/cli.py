@@ -303,8 +303,6 @@ def add_predict(command):
 
 
 def run_predict(args):
-    from tqdm import tqdm
-
     from runner import predict
     from runner.config import memory
     from runner.infer import engines
@@ -320,11 +318,31 @@ def run_predict(args):
     limit = engines.opencv_pixel_limit(options.threads_per_job(), processes,
                                        len(paths) > processes)
     engine = engines.engine_for(args.engine, predict.input_pixels(paths, limit), limit)
-    model = engines.load_for_inference(model_path, args.device, args.scale, engine)
+    head_start = None
+    if args.engine == "auto" and engine == "torch" and args.device == "cpu" and not args.degrade:
+        # OpenCV's engine takes the first images in a child while torch is imported here
+        count = predict.head_start_count(paths, options)
+        if count:
+            head_start = predict.HeadStart(model_path, args.scale, paths[:count], args.out,
+                                           options)
+    try:
+        _predict_with(engines.load_for_inference(model_path, args.device, args.scale, engine),
+                      model_path, why, paths, options, args, head_start)
+    finally:
+        if head_start is not None:
+            head_start.close()
+
+
+def _predict_with(model, model_path, why, paths, options, args, head_start):
+    from tqdm import tqdm
+
+    from runner import predict
+    ahead = head_start.taken() if head_start is not None else 0
     print(f"model: {model_path} ({why}; {model.name}, x{model.scale}, "
-          f"iteration {model.iteration}; {model.engine} engine)")
+          f"iteration {model.iteration}; {model.engine} engine"
+          + (f", the first {ahead} inputs by OpenCV's while torch loaded)" if ahead else ")"))
     jobs = predict.plan(paths, model, args.out, args.degrade, options)
-    for job, result in predict.run(jobs, model, options):
+    for job, result in predict.run(jobs, model, options, head_start=head_start):
         if job.kind == "degrade":
             scores = ", ".join(f"{name} PSNR {psnr:.2f} dB SSIM {ssim:.4f}"
                                for name, (psnr, ssim) in result.scores.items())

@@ -27,12 +27,17 @@ side by side, one per thread (a 1080p photo 1.84 against 1.95 s, a 4K one 5.8 ag
 Several inputs go side by side, one per thread, where the engine allows it
 (runner/infer/side_by_side.py), else one at a time with the next image read and decoded in
 another thread meanwhile; with `jobs` > 1, that many processes share the inputs and the
-threads. This module imports the floors that compute only when it
+threads. With torch, a HeadStart may take the first images in a forked child by OpenCV's engine
+while torch is imported. This module imports the floors that compute only when it
 runs, so that `runner predict --help` starts at once.
 """
 import glob
 import os
+import pickle
 import re
+import signal
+import sys
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,20 +172,30 @@ def check_size(path, max_pixels=DEFAULT_MAX_PIXELS):
                         "on a machine with the memory for it")
 
 
-def input_pixels(paths, limit):
-    """The input pixels of `paths` in all, read from the headers until the count passes
-    `limit`; None where it is not known so (a video, or a header that cannot be read: its
-    error comes when its turn comes)."""
+def declared_pixels(paths):
+    """The input pixels of each path in turn, read from its header; None for a video or a
+    header that cannot be read (its error comes when its turn comes)."""
     from runner.imaging import picture
-    total = 0
     for path in paths:
         if is_video(path):
-            return None
+            yield None
+            continue
         try:
             height, width = picture.declared_size(path)
         except UserError:
+            yield None
+            continue
+        yield height * width
+
+
+def input_pixels(paths, limit):
+    """The input pixels of `paths` in all, read from the headers until the count passes
+    `limit`; None where it is not known so (`declared_pixels`)."""
+    total = 0
+    for pixels in declared_pixels(paths):
+        if pixels is None:
             return None
-        total += height * width
+        total += pixels
         if total > limit:
             break
     return total
@@ -328,12 +343,136 @@ def _in_processes(jobs, model, options):
         pool.shutdown(cancel_futures=True)
 
 
-def run(jobs, model, options=Options(), progress=True):
+# --------------------------------------------------------------------------- head start
+
+# Input pixels that OpenCV's engine takes in a child process while this one imports torch: what
+# it computes at one thread, on the core the import leaves idle, in about the import's time
+# (1.5 to 1.8 s here; nine BSD100 images). BSD100's folder, 6 interleaved pairs: 7.29 against
+# 8.04 s (0.93x, every pair 0.82x to 0.98x).
+HEAD_START_PIXELS = 1_400_000
+
+
+def head_start_count(paths, options=Options(), limit=None):
+    """How many of the first inputs a HeadStart takes: images of at most `limit` input pixels
+    in all (None: HEAD_START_PIXELS; read from their headers), leaving some for this process;
+    0 where there is no core to spare (one thread, or `jobs`), or no fork (not Linux)."""
+    limit = HEAD_START_PIXELS if limit is None else limit
+    if options.jobs > 1 or options.threads_per_job() < 2 or not sys.platform.startswith("linux"):
+        return 0
+    total = 0
+    for count, pixels in enumerate(declared_pixels(paths[:-1])):
+        total += limit + 1 if pixels is None else pixels
+        if total > limit:
+            return count
+    return len(paths) - 1
+
+
+class HeadStart:
+    """The first inputs super-resolved by OpenCV's engine (runner/infer/opencv_engine.py, within
+    1e-5 of torch's) in a forked child at one thread, while this process imports torch for the
+    rest. The child writes their files as this process would, and says on a pipe whether it
+    could start (b"+": OpenCV's engine runs this model; b"-": this process computes them) and
+    which input failed first, if one did."""
+
+    def __init__(self, model_path, scale, paths, out_dir, options=Options()):
+        self.paths, self._taken = list(paths), None
+        self._pipe, writer = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self._pipe)
+            _head_start_child(model_path, scale, self.paths, out_dir, options, writer)
+        os.close(writer)
+
+    def taken(self):
+        """How many of the first inputs the child computes: all it was given, or 0."""
+        if self._taken is None:
+            self._taken = len(self.paths) if os.read(self._pipe, 1) == b"+" else 0
+        return self._taken
+
+    def results(self, jobs):
+        """(job, outputs) of the child's jobs (the first `taken()` of `jobs`) once it has
+        ended; the UserError of its first failing input after the results before it."""
+        message = b"".join(iter(lambda: os.read(self._pipe, 1 << 16), b""))
+        status = self._wait()
+        failed, error = pickle.loads(message) if message else (self.taken(), None)
+        if error is None and status != 0:
+            error = RuntimeError(f"the head start's process ended with status {status}")
+        for job in jobs[:failed]:
+            yield job, list(job.outputs)
+        if error is not None:
+            raise error
+
+    def close(self):
+        """Stop the child where it still runs (this process failed or was interrupted): it
+        stops as on Ctrl-C, its unfinished file removed."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGINT)
+            self._wait()
+
+    def _wait(self):
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        os.close(self._pipe)
+        return os.waitstatus_to_exitcode(status)
+
+
+def _head_start_child(model_path, scale, paths, out_dir, options, pipe):
+    """The child's work: never returns."""
+    code = 0
+    try:
+        from runner.infer import engines
+        try:
+            model = engines.opencv_model(model_path, scale)
+            jobs = None if model is None else plan(paths, model, out_dir, options=options)
+        except UserError:
+            jobs = None         # this process's own loading and planning say what is wrong
+        os.write(pipe, b"-" if jobs is None else b"+")
+        if jobs is not None:
+            model.use_threads(1)
+            for index, job in enumerate(jobs):
+                try:
+                    _run_one(model, job, options, _checked_picture(job, options))
+                except UserError as error:
+                    os.write(pipe, pickle.dumps((index, error)))
+                    code = 2
+                    break
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:       # a bug: its traceback, and this process says it failed
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _after_head_start(head_start, their_jobs, own):
+    """The head start's results, then this process's `own` (its first computed meanwhile); an
+    error of this process's first input after the head start's results and error."""
+    own, first, error = iter(own), [], None
+    try:
+        first.append(next(own))
+    except StopIteration:
+        pass
+    except UserError as own_error:
+        error = own_error
+    yield from head_start.results(their_jobs)
+    if error is not None:
+        raise error
+    yield from first
+    yield from own
+
+
+def run(jobs, model, options=Options(), progress=True, head_start=None):
     """Run every Job; yields (job, result) in order as each completes. A failing input stops the
-    run with its UserError; the outputs of the inputs before it are complete and kept."""
+    run with its UserError; the outputs of the inputs before it are complete and kept. The
+    first `head_start.taken()` jobs are the HeadStart's."""
     from tqdm import tqdm
-    results = (_in_processes(jobs, model, options) if options.jobs > 1 and len(jobs) > 1
-               else _in_this_process(jobs, model, options, progress))
+    ahead = head_start.taken() if head_start is not None else 0
+    own = jobs[ahead:]
+    results = (_in_processes(own, model, options) if options.jobs > 1 and len(own) > 1
+               else _in_this_process(own, model, options, progress))
+    if ahead:
+        results = _after_head_start(head_start, jobs[:ahead], results)
     # disable=None: a progress bar on a terminal only, never in logs or pipes
     yield from tqdm(results, total=len(jobs), unit="file", leave=False,
                     disable=None if progress and len(jobs) > 1 else True)

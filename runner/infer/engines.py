@@ -57,28 +57,42 @@ def load_for_inference(model_path, device="cpu", scale=None, engine=DEFAULT_ENGI
     on the CPU when it runs every layer of the deploy net and loads the file, torch's otherwise;
     `opencv` is a UserError naming the first layer it does not run, or on another device than
     the CPU."""
-    from pathlib import Path
     if engine == "torch" or (engine == "auto" and device != "cpu"):
         from runner.infer import torch_engine
         return torch_engine.load_for_inference(model_path, device, scale)
     if device != "cpu":
         raise UserError("--engine opencv", f"computes on the CPU, not --device {device}: give "
                         "--engine torch or auto")
+    if engine == "opencv":
+        return opencv_model(model_path, scale, required=True)
+    model = opencv_model(model_path, scale)
+    if model is not None:
+        return model
+    from runner.infer import torch_engine
+    return torch_engine.load_for_inference(model_path, device, scale)
+
+
+def opencv_model(model_path, scale=None, required=False):
+    """OpenCV's InferenceModel of a model file, without importing torch; None where this engine
+    does not run every layer of its deploy net or cannot load the file (the torch engine then
+    says what is wrong, blob by blob, in our words), or with `required` a UserError naming the
+    first layer it does not run (or what it cannot load)."""
+    from pathlib import Path
+
     from runner.files import caffe_model
     from runner.infer import deploy, opencv_engine
     path = Path(model_path)
     model = caffe_model.read_model(path)
     deploy_param = deploy.deploy_net(deploy.model_net(path, model), source=str(path))
     layer = opencv_engine.unsupported_layer(deploy_param)
-    if layer is not None and engine == "opencv":
-        raise UserError(path, f"--engine opencv does not run its layer {layer.name!r} "
-                        f"({layer.type}): give --engine torch or auto")
-    if layer is None:
-        try:
-            return opencv_engine.load_for_inference(path, model, deploy_param, scale)
-        except UserError:
-            if engine == "opencv":
-                raise
-            # auto: torch's loading then says what is wrong, blob by blob, in our words
-    from runner.infer import torch_engine
-    return torch_engine.load_for_inference(path, device, scale)
+    if layer is not None:
+        if required:
+            raise UserError(path, f"--engine opencv does not run its layer {layer.name!r} "
+                            f"({layer.type}): give --engine torch or auto")
+        return None
+    try:
+        return opencv_engine.load_for_inference(path, model, deploy_param, scale)
+    except UserError:
+        if required:
+            raise
+        return None
