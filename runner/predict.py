@@ -392,9 +392,10 @@ class HeadStart:
     def results(self, jobs):
         """(job, outputs) of the child's jobs (the first `taken()` of `jobs`) once it has
         ended; the UserError of its first failing input after the results before it."""
+        taken = self.taken()            # its first byte read
         message = b"".join(iter(lambda: os.read(self._pipe, 1 << 16), b""))
         status = self._wait()
-        failed, error = pickle.loads(message) if message else (self.taken(), None)
+        failed, error = pickle.loads(message) if message else (taken, None)
         if error is None and status != 0:
             error = RuntimeError(f"the head start's process ended with status {status}")
         for job in jobs[:failed]:
