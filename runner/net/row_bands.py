@@ -197,7 +197,7 @@ def _chain_from(steps, first, kept, last_reads, channels, rows):
             return None
         ops.append(op)
         if width <= NARROW_CHANNELS:
-            reach = sum(op.extent[0] - 1 for op in ops)
+            reach = sum(step.extent[0] - 1 for step in ops)
             chain = Chain(first, index, tuple(ops), width,
                           module if isinstance(module, Deconvolution) else None)
             worth = widest > NARROW_CHANNELS and reach <= rows * MAX_REACH_SHARE
