@@ -361,9 +361,9 @@ def head_start_count(paths, options=Options(), limit=None):
         return 0
     total = 0
     for count, pixels in enumerate(declared_pixels(paths[:-1])):
-        total += limit + 1 if pixels is None else pixels
-        if total > limit:
+        if pixels is None or total + pixels > limit:
             return count
+        total += pixels
     return len(paths) - 1
 
 
