@@ -144,8 +144,8 @@ def _zero_rows(band, above, below):
     batch, channels, height, width = band.shape
     # channels-last where the channels are innermost (a view of some of them included)
     layout = torch.channels_last if band.stride(1) == 1 else torch.contiguous_format
-    padded = band.new_zeros(batch, channels, above + height + below, width).contiguous(
-        memory_format=layout)
+    padded = torch.empty((batch, channels, above + height + below, width), dtype=band.dtype,
+                         device=band.device, memory_format=layout).fill_(0)
     padded[:, :, above:above + height] = band
     return padded
 
