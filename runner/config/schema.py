@@ -481,6 +481,8 @@ class NetParameter:
 # (1 - seconds / max_seconds) ^ power
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "poly_seconds")
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+# srcaffe's autocast key: the lower precision training's passes may run in
+AUTOCAST_TYPES = ("none", "bfloat16")
 # Caffe's deprecated SolverParameter.SolverType enum
 SOLVER_TYPE_ENUM = ProtoEnum("SolverType", ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA",
                                             "ADAM"))
@@ -559,6 +561,13 @@ class SolverParameter:
                                 "decays: the solver loop's wall time, test passes and snapshots "
                                 "included, start-up not, summed over resumes (each solverstate "
                                 "stores it)", 0.0, minimum=0)
+    autocast: str = option(1005, "string", "srcaffe's, not Caffe's: none, or bfloat16: training's "
+                           "forward and backward passes run under PyTorch's autocast, "
+                           "convolutions and matrix products in bfloat16 (twice the arithmetic "
+                           "rate and half the memory traffic where the CPU has avx512_bf16 or "
+                           "AMX, or on a GPU); the weights, their updates, the loss layers and "
+                           "the test passes stay float32, and so do the snapshots", "none",
+                           choices=AUTOCAST_TYPES)
 
 
 # --------------------------------------------------------------------------- prep (YAML only)

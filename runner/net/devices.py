@@ -33,3 +33,11 @@ def exact_cuda_arithmetic():
     torch.backends.cudnn.conv.fp32_precision = "ieee"
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def native_bfloat16(device):
+    """Whether `device` computes bfloat16 in hardware (a CPU with avx512_bf16 or AMX, a GPU of
+    compute capability 8 or later); elsewhere PyTorch emulates it, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -279,10 +279,18 @@ class Solver:
         """Loss averaged over iter_size batches; gradients accumulated (Caffe's ForwardBackward)."""
         total = 0.0
         for _ in range(self.param.iter_size):
-            loss = self.net.loss(self.trainer(self._batch(self.train_feeders)))
+            with self._autocast():
+                loss = self.net.loss(self.trainer(self._batch(self.train_feeders)))
             loss.backward()
             total += loss.item()
         return total / self.param.iter_size
+
+    def _autocast(self):
+        """The context training's forward passes run in: PyTorch's autocast to bfloat16 under
+        the solver's `autocast: bfloat16` (autograd's backward follows the forward's types),
+        else none. Test passes run outside it, in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.param.autocast == "bfloat16")
 
     def step(self, iterations):
         """Caffe's Solver::Step: run `iterations` iterations (fewer if a signal stops it)."""
@@ -351,8 +359,9 @@ class Solver:
     @torch.no_grad()
     def _last_display(self):
         """Caffe's Solve(): one more forward pass gives the loss at the last iteration."""
-        blobs = self.net(self._batch(self.train_feeders))
-        self.losses.append(self.processes.mean(self.net.loss(blobs).item()))
+        with self._autocast():
+            loss = self.net.loss(self.net(self._batch(self.train_feeders)))
+        self.losses.append(self.processes.mean(loss.item()))
         self._display(lr_policy.learning_rate(self.param, self.iteration,
                                               self.training_seconds()))
 
@@ -417,6 +426,12 @@ class Solver:
                 and not self.options.device:
             self.log.line("solver_mode is GPU, but this machine has no CUDA device: training "
                           "on the CPU")
+        if self.param.autocast == "bfloat16":
+            self.log.line("autocast bfloat16: convolutions and matrix products in bfloat16, the "
+                          "weights, their updates, the loss and the tests in float32"
+                          + ("" if devices.native_bfloat16(self.device) else
+                             f"; {self.device.type.upper()} has no bfloat16 arithmetic of its "
+                             "own, so PyTorch emulates it, slower than float32"))
         if self.started_from:
             self.log.line(self.started_from)
         if self.solver_changes:
