@@ -8,6 +8,7 @@ import torch
 from helpers import assert_one_line_error, run_cli, tiny_run
 from runner.config import loading
 from runner.files import snapshot
+from runner.net.layers.convolution import Convolution
 from runner.train.solver import Solver, TrainOptions, train
 from test_solver import assert_same_weights, final_weights
 
@@ -23,7 +24,6 @@ def autocast_run(folder, max_iter, snapshot_every, prefix="run/tiny"):
 
 def convolution_dtypes(solver, work):
     """{"train" | "test": dtypes of the convolutions' outputs} while `work()` runs."""
-    from runner.net.layers.convolution import Convolution
     nets = {"train": set(solver.net.modules()), "test": set(solver.test_nets[0].modules())}
     seen = {"train": set(), "test": set()}
 

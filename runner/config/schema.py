@@ -481,7 +481,7 @@ class NetParameter:
 # (1 - seconds / max_seconds) ^ power
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "poly_seconds")
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
-# srcaffe's autocast key: the lower precision training's passes may run in
+# srcaffe's autocast key: none, or the lower precision training's forward passes run in
 AUTOCAST_TYPES = ("none", "bfloat16")
 # Caffe's deprecated SolverParameter.SolverType enum
 SOLVER_TYPE_ENUM = ProtoEnum("SolverType", ("SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA",
@@ -562,7 +562,7 @@ class SolverParameter:
                                 "included, start-up not, summed over resumes (each solverstate "
                                 "stores it)", 0.0, minimum=0)
     autocast: str = option(1005, "string", "srcaffe's, not Caffe's: none, or bfloat16: training's "
-                           "forward and backward passes run under PyTorch's autocast, "
+                           "forward passes run under PyTorch's autocast (the backward follows), "
                            "convolutions and matrix products in bfloat16 (twice the arithmetic "
                            "rate and half the memory traffic where the CPU has avx512_bf16 or "
                            "AMX, or on a GPU); the weights, their updates, the loss layers and "

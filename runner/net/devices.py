@@ -40,4 +40,4 @@ def native_bfloat16(device):
     compute capability 8 or later); elsewhere PyTorch emulates it, slower than float32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()     # oneDNN's own check of the CPU

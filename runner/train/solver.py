@@ -430,8 +430,9 @@ class Solver:
             self.log.line("autocast bfloat16: convolutions and matrix products in bfloat16, the "
                           "weights, their updates, the loss and the tests in float32"
                           + ("" if devices.native_bfloat16(self.device) else
-                             f"; {self.device.type.upper()} has no bfloat16 arithmetic of its "
-                             "own, so PyTorch emulates it, slower than float32"))
+                             f"; this {'GPU' if self.device.type == 'cuda' else 'CPU'} has no "
+                             "bfloat16 arithmetic of its own, so PyTorch emulates it, slower "
+                             "than float32"))
         if self.started_from:
             self.log.line(self.started_from)
         if self.solver_changes:
