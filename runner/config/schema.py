@@ -565,8 +565,10 @@ class SolverParameter:
                            "forward passes run under PyTorch's autocast (the backward follows), "
                            "convolutions and matrix products in bfloat16 (twice the arithmetic "
                            "rate and half the memory traffic where the CPU has avx512_bf16 or "
-                           "AMX, or on a GPU); the weights, their updates, the loss layers and "
-                           "the test passes stay float32, and so do the snapshots", "none",
+                           "AMX, or on a GPU); the weights, their updates, the test passes and the "
+                           "snapshots stay float32, and so does the loss where it meets the "
+                           "float32 label (EuclideanLoss, or a difference with the label)",
+                           "none",
                            choices=AUTOCAST_TYPES)
 
 

@@ -428,7 +428,7 @@ class Solver:
                           "on the CPU")
         if self.param.autocast == "bfloat16":
             self.log.line("autocast bfloat16: convolutions and matrix products in bfloat16, the "
-                          "weights, their updates, the loss and the tests in float32"
+                          "weights, their updates and the tests in float32"
                           + ("" if devices.native_bfloat16(self.device) else
                              f"; this {'GPU' if self.device.type == 'cuda' else 'CPU'} has no "
                              "bfloat16 arithmetic of its own, so PyTorch emulates it, slower "
