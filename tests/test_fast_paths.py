@@ -180,16 +180,6 @@ def test_inference_prelu_equals_f_prelu(channels, channels_last):
         assert fast.stride() == plain.stride()  # and the same memory layout
 
 
-def test_prelu_with_autograd_is_f_prelus_gradient():
-    bottom = torch.randn(3, 5, 6, 4).contiguous(memory_format=torch.channels_last)
-    bottom.requires_grad_()
-    slope = torch.rand(5, requires_grad=True)
-    top_grad = torch.randn(3, 5, 6, 4)
-    fast = torch.autograd.grad(fast_paths.prelu(bottom, slope), (bottom, slope), top_grad)
-    plain = torch.autograd.grad(F.prelu(bottom, slope), (bottom, slope), top_grad)
-    assert all(torch.equal(first, second) for first, second in zip(fast, plain))
-
-
 # --------------------------------------------------------------------------- whole nets
 
 @pytest.fixture(scope="module")

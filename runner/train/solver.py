@@ -17,7 +17,7 @@ import torch
 from runner.config import loading, schema
 from runner.errors import UserError
 from runner.files import caffe_model, snapshot
-from runner.net import devices, fast_paths
+from runner.net import devices, fast_paths, prelu_kernel
 from runner.net.builder import Net
 from runner.net.feeds import train_data_attributes
 from runner.train import (
@@ -433,6 +433,11 @@ class Solver:
                              f"; this {'GPU' if self.device.type == 'cuda' else 'CPU'} has no "
                              "bfloat16 arithmetic of its own, so PyTorch emulates it, slower "
                              "than float32"))
+        if (self.device.type == "cpu" and fast_paths.enabled()
+                and any(getattr(layer, "type_name", "") == "PReLU" for layer in self.net.modules())
+                and prelu_kernel.why_unavailable()):
+            self.log.line("PReLU computed by PyTorch's kernels, slower in training than our own, "
+                          f"which cannot be had here: {prelu_kernel.why_unavailable()}")
         if self.started_from:
             self.log.line(self.started_from)
         if self.solver_changes:

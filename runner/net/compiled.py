@@ -1,0 +1,70 @@
+"""C kernels of our own (`*.c` beside this module), compiled on first use and loaded through
+ctypes.
+
+A kernel is compiled once per source text and compiler into the cache
+(`$XDG_CACHE_HOME/srcaffe/kernels`, else `~/.cache/srcaffe/kernels`), written under a name of
+its own and renamed into place, so processes starting together (torchrun's ranks, a sweep's
+workers) never load a half-written library. Compiled with `-fopenmp`, a library shares the
+OpenMP runtime PyTorch has already loaded (the same `libgomp.so.1`) and with it the thread
+count `torch.set_num_threads` sets. Where there is no compiler ($CC, else `cc`) or the build
+or the load fails, `load` returns None and says why in `unavailable`; the callers then compute
+with PyTorch's own kernels.
+"""
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+COMPILE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared")
+COMPILE_TIMEOUT_S = 120
+
+unavailable = {}    # kernel name -> why it could not be loaded
+
+
+def cache_folder():
+    """Where compiled kernels are kept."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "srcaffe" / "kernels"
+
+
+def compiler():
+    """The C compiler's path, None where there is none."""
+    return shutil.which(os.environ.get("CC") or "cc")
+
+
+@functools.cache
+def load(name):
+    """The ctypes library of `name`.c beside this module, compiled on first use; None where it
+    cannot be had (the reason in `unavailable[name]`)."""
+    try:
+        return ctypes.CDLL(str(_built(name)))
+    except (OSError, subprocess.SubprocessError) as error:
+        unavailable[name] = " ".join(str(error).split())[:300] or type(error).__name__
+        return None
+
+
+def _built(name):
+    """The compiled library of `name`.c, compiled into the cache if it is not there yet."""
+    source = Path(__file__).with_name(f"{name}.c")
+    cc = compiler()
+    if cc is None:
+        raise OSError(f"no C compiler ({os.environ.get('CC') or 'cc'}) to build {source.name}")
+    key = hashlib.sha256(source.read_bytes() + " ".join((cc, *COMPILE_FLAGS)).encode())
+    target = cache_folder() / f"{name}-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        finished = subprocess.run([cc, *COMPILE_FLAGS, "-o", str(partial), str(source)],
+                                  capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        if finished.returncode != 0:
+            raise OSError(f"{Path(cc).name} could not build {source.name}: "
+                          f"{finished.stderr.strip() or finished.returncode}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
