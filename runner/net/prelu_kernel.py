@@ -14,8 +14,6 @@ from torch.autograd.function import once_differentiable
 
 from runner.net import compiled
 
-# Pixels per block of the tiled slopes: 64 pixels of 56 channels are 14 KB of slopes, in L1.
-TILE_PIXELS = 64
 _KERNEL_SUFFIXES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
@@ -43,15 +41,17 @@ def prelu(bottom, slope):
     return _PReLU.apply(bottom, slope)
 
 
-def _tiled_slopes(slope, channels):
-    """The slopes as float32 over TILE_PIXELS pixels of `channels` values (one for all, or one
-    per channel)."""
-    slope = slope.detach().float()
-    return slope.expand(channels).repeat(TILE_PIXELS).contiguous()
-
-
 def _address(tensor):
     return ctypes.c_void_p(tensor.data_ptr())
+
+
+def _run(kernel, *tensors, channels, count):
+    """Call a kernel of prelu_kernel.c on the tensors' memory; it allocates its tiled slopes."""
+    status = getattr(library(), kernel)(*map(_address, tensors), ctypes.c_int64(channels),
+                                        ctypes.c_int64(count),
+                                        ctypes.c_int(torch.get_num_threads()))
+    if status != 0:
+        raise MemoryError(f"{kernel}: out of memory for the tiled slopes")
 
 
 class _PReLU(torch.autograd.Function):
@@ -59,11 +59,10 @@ class _PReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bottom, slope):
         channels = bottom.shape[1]
-        slopes = _tiled_slopes(slope, channels)
+        slopes = slope.detach().float().expand(channels).contiguous()
         top = torch.empty_like(bottom, memory_format=torch.channels_last)
-        kernel = getattr(library(), f"prelu_forward_{_KERNEL_SUFFIXES[bottom.dtype]}")
-        kernel(_address(bottom), _address(top), _address(slopes), ctypes.c_int64(bottom.numel()),
-               ctypes.c_int64(slopes.numel()), ctypes.c_int(torch.get_num_threads()))
+        _run(f"prelu_forward_{_KERNEL_SUFFIXES[bottom.dtype]}", bottom, top, slopes,
+             channels=channels, count=bottom.numel())
         ctx.save_for_backward(bottom, slopes)
         ctx.slope_shape = slope.shape
         return top
@@ -74,13 +73,9 @@ class _PReLU(torch.autograd.Function):
         bottom, slopes = ctx.saved_tensors
         top_diff = top_diff.to(bottom.dtype).contiguous(memory_format=torch.channels_last)
         bottom_diff = torch.empty_like(bottom, memory_format=torch.channels_last)
-        threads = torch.get_num_threads()
-        slope_diff_rows = torch.zeros(threads, slopes.numel())
-        kernel = getattr(library(), f"prelu_backward_{_KERNEL_SUFFIXES[bottom.dtype]}")
-        kernel(_address(bottom), _address(top_diff), _address(bottom_diff), _address(slopes),
-               _address(slope_diff_rows), ctypes.c_int64(bottom.numel()),
-               ctypes.c_int64(slopes.numel()), ctypes.c_int(threads))
-        slope_diff = slope_diff_rows.view(-1, bottom.shape[1]).sum(0)
+        slope_diff = torch.empty(len(slopes))
+        _run(f"prelu_backward_{_KERNEL_SUFFIXES[bottom.dtype]}", bottom, top_diff, bottom_diff,
+             slopes, slope_diff, channels=len(slopes), count=bottom.numel())
         if ctx.slope_shape.numel() == 1:    # one slope for all channels
             slope_diff = slope_diff.sum()
         return bottom_diff, slope_diff.reshape(ctx.slope_shape)
