@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from runner.config import user_cache
 from runner.config.loading import read_text
 from runner.errors import UserError, did_you_mean
 from runner.files.snapshot import file_sha256
@@ -38,8 +39,7 @@ SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 def download_cache():
     """Where datasets are fetched to when nothing says where they are."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "srcaffe" / "datasets"
+    return user_cache.folder("datasets")
 
 
 def chosen_root(override=None):

@@ -18,16 +18,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from runner.config import user_cache
+
 COMPILE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared")
 COMPILE_TIMEOUT_S = 120
 
 unavailable = {}    # kernel name -> why it could not be loaded
-
-
-def cache_folder():
-    """Where compiled kernels are kept."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "srcaffe" / "kernels"
 
 
 def compiler():
@@ -53,7 +49,7 @@ def _built(name):
     if cc is None:
         raise OSError(f"no C compiler ({os.environ.get('CC') or 'cc'}) to build {source.name}")
     key = hashlib.sha256(source.read_bytes() + " ".join((cc, *COMPILE_FLAGS)).encode())
-    target = cache_folder() / f"{name}-{key.hexdigest()[:16]}.so"
+    target = user_cache.folder("kernels") / f"{name}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@
  *
  * A channels-last blob is one run of values whose channel repeats with period C. The slopes
  * are tiled over TILE_PIXELS pixels, so every inner loop below runs over plain arrays of equal
- * index and the compiler vectorizes it; the branch becomes a select. Each loop is compiled for AVX-512 (x86-64-v4), AVX2
- * (x86-64-v3) and the baseline, chosen when the library loads.
+ * index and the compiler vectorizes it; the branch becomes a select. Each loop is compiled for
+ * AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and the baseline, chosen when the library loads.
  *
  * bfloat16 values are the high halves of float32s: widened by a shift, computed in float32,
  * rounded to nearest even on the way back (NaN stays a quiet NaN), as PyTorch rounds.

@@ -20,6 +20,7 @@ from runner.files import caffe_model, snapshot
 from runner.net import devices, fast_paths, prelu_kernel
 from runner.net.builder import Net
 from runner.net.feeds import train_data_attributes
+from runner.net.layers.activation import PReLU
 from runner.train import (
     distributed,
     lr_policy,
@@ -434,10 +435,11 @@ class Solver:
                              "bfloat16 arithmetic of its own, so PyTorch emulates it, slower "
                              "than float32"))
         if (self.device.type == "cpu" and fast_paths.enabled()
-                and any(getattr(layer, "type_name", "") == "PReLU" for layer in self.net.modules())
-                and prelu_kernel.why_unavailable()):
-            self.log.line("PReLU computed by PyTorch's kernels, slower in training than our own, "
-                          f"which cannot be had here: {prelu_kernel.why_unavailable()}")
+                and any(isinstance(layer, PReLU) for layer in self.net.modules())):
+            missing = prelu_kernel.why_unavailable()
+            if missing:
+                self.log.line("PReLU computed by PyTorch's kernels, slower in training than our "
+                              f"own, which cannot be had here: {missing}")
         if self.started_from:
             self.log.line(self.started_from)
         if self.solver_changes:
