@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from runner.infer import torch_engine
-from runner.net import fast_paths, row_bands, subpixel_tail
+from runner.net import fast_paths, row_bands, conv_chain
 from sr_models import ROOT, save_initial_model, stronger_deconvolution
 
 # (net file, the chains' (first, last) steps of its deploy net); the shipped FSRCNN's deploy
@@ -17,9 +17,9 @@ SHIPPED = ROOT / "results" / "models" / "fsrcnn_x3.model"
 
 @pytest.fixture(autouse=True)
 def layers_in_bands(monkeypatch):
-    """Bands through the layers' own kernels on both sides: a tail the sub-pixel kernel
-    computes (the same values summed in another order) has its own tests."""
-    monkeypatch.setattr(subpixel_tail, "library", lambda: None)
+    """Row bands, not conv_chain.py's kernel (which takes FSRCNN whole where it runs, the same
+    values summed in another order: its own tests)."""
+    monkeypatch.setattr(conv_chain, "library", lambda: None)
 
 
 def random_model(folder, name):

@@ -24,7 +24,7 @@ from torch import nn
 from runner.config import memory, schema
 from runner.errors import UserError
 from runner.files import snapshot
-from runner.net import fast_paths, fillers, row_bands
+from runner.net import conv_chain, fast_paths, fillers, row_bands
 from runner.net.feeds import FED_LAYERS, Feed
 from runner.net.layers.convolution import Convolution
 from runner.net.layers.registry import LAYERS
@@ -302,15 +302,21 @@ class Net(nn.Module):
         return blobs
 
     def _row_band_chains(self, fed, keep):
-        """row_bands' Chains for a pass with these fed blobs and `keep`: none in training, with
-        autograd, off the CPU or with the fast paths off."""
+        """The Chains for a pass with these fed blobs and `keep`: conv_chain's where its kernel
+        runs, row_bands' for the rest; none in training, with autograd, off the CPU or with the
+        fast paths off."""
         if (keep is None or torch.is_grad_enabled() or not fast_paths.enabled()
                 or any(blob.device.type != "cpu" or blob.dim() != 4 for blob in fed.values())):
             return []
         channels = {name: blob.shape[1] for name, blob in fed.items()}
-        key = (frozenset(keep), tuple(sorted(channels.items())))
+        kernel = conv_chain.library() is not None
+        key = (frozenset(keep), tuple(sorted(channels.items())), kernel)
         if key not in self._row_band_plans:
-            self._row_band_plans[key] = row_bands.plan(self._steps, set(keep), channels)
+            chains = conv_chain.plan(self._steps, set(keep)) if kernel else []
+            taken = {step for chain in chains for step in range(chain.first, chain.last + 1)}
+            self._row_band_plans[key] = chains + [
+                chain for chain in row_bands.plan(self._steps, set(keep), channels)
+                if taken.isdisjoint(range(chain.first, chain.last + 1))]
         return self._row_band_plans[key]
 
     def _last_reads(self):

@@ -15,9 +15,6 @@ BSD100 7.30 against 7.47 s (5 pairs, 0.98x; CPU 0.95x), peak 388 against 580 MiB
 net alone on a BSD100 image at one thread 69 to 72 against 77 to 82 ms. Bands of 16 rows were
 1.06x slower than of 32.
 
-A chain of a 1x1 Convolution, a PReLU and the sub-pixel Deconvolution (FSRCNN's expanding tail)
-goes to our own kernel instead where it runs (subpixel_tail.py): one pass, no bands needed.
-
 Only where it pays and is exact: inference (no autograd) on the CPU, a chain of
 single-bottom, single-top layers whose inner blobs no other layer reads, made of Convolutions
 of stride 1 along the rows, element-wise layers and at its end a Deconvolution in its
@@ -30,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from runner.net import fast_paths, subpixel, subpixel_tail
+from runner.net import fast_paths, subpixel
 from runner.net.layers.activation import Elementwise, PReLU
 from runner.net.layers.convolution import Convolution, Deconvolution
 
@@ -90,15 +87,13 @@ def _row_op(module, last):
 @dataclass(frozen=True)
 class Chain:
     """Steps first..last of a net (inclusive) computed in bands: their RowOps, and the last
-    step's module when it is a Deconvolution (its output then finished from the bands'); a
-    chain of the layers subpixel_tail.py computes goes there instead, in one pass."""
+    step's module when it is a Deconvolution (its output then finished from the bands')."""
 
     first: int
     last: int
     ops: tuple
     channels: int                   # of the last step's top
     deconvolution: object = None
-    modules: tuple = ()             # the steps' modules
 
     def run(self, bottom, rows=BAND_ROWS):
         """The last step's top for the first step's bottom (N, C, H, W), band by band."""
@@ -107,9 +102,6 @@ class Chain:
             layer = self.deconvolution
             form = fast_paths.subpixel_form(layer.weight, layer.bias, layer.stride, layer.pad,
                                             layer.dilation, layer.group)
-            if subpixel_tail.is_tail(self.modules) and subpixel_tail.applies(bottom):
-                return form.finish(subpixel_tail.phases(bottom, *self.modules[:2], form),
-                                   bottom.shape[2:])
 
             def subpixel_convolution(band):
                 return fast_paths.conv2d(band, form.weight, form.bias, (1, 1),
@@ -207,8 +199,7 @@ def _chain_from(steps, first, kept, last_reads, channels, rows):
         if width <= NARROW_CHANNELS:
             reach = sum(step.extent[0] - 1 for step in ops)
             chain = Chain(first, index, tuple(ops), width,
-                          module if isinstance(module, Deconvolution) else None,
-                          tuple(step for _, step in steps[first:index + 1]))
+                          module if isinstance(module, Deconvolution) else None)
             worth = widest > NARROW_CHANNELS and reach <= rows * MAX_REACH_SHARE
             return chain if worth and _inner_blobs_private(steps, chain, kept, last_reads) \
                 else None
