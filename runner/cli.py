@@ -290,15 +290,14 @@ def add_predict(command):
                          help="refuse an image (or video frame) of more input pixels; read from "
                          "the file's header, before decoding (default: %(default)s, 8192x8192)")
     add_inference_options(command)
+    limits = engines.opencv_limits()
     command.add_argument("--engine", choices=engines.ENGINES, default=engines.DEFAULT_ENGINE,
                          help="what computes the net: opencv (CPU; starts without torch, but "
                          "computes more slowly), torch, or auto (default: opencv on the CPU for "
-                         f"at most {engines.OPENCV_MAX_INPUT_PIXELS:,} input pixels in all per "
-                         f"process, {engines.OPENCV_MAX_SIDE_BY_SIDE_PIXELS:,} where torch would "
-                         "take several inputs side by side, "
-                         f"{engines.OPENCV_MAX_ONE_THREAD_PIXELS:,} where a process computes on "
-                         "one thread, no video, when it runs every layer of the net; else "
-                         "torch)")
+                         f"at most {limits.one_input:,} input pixels in all per process here, "
+                         f"{limits.side_by_side:,} where torch would take several inputs side "
+                         f"by side, {limits.one_thread:,} where a process computes on one "
+                         "thread, no video, when it runs every layer of the net; else torch)")
     command.set_defaults(run=run_predict)
 
 

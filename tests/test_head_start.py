@@ -19,7 +19,7 @@ TWO_IMAGES = 350_000
 FORCED = """import sys
 from runner import cli, predict
 from runner.infer import engines
-engines.OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 0
+engines.opencv_limits = lambda: engines.OpenCVLimits(one_input=0, side_by_side=0, one_thread=0)
 predict.HEAD_START_PIXELS = int(sys.argv[1])
 sys.exit(cli.main(sys.argv[2:]))
 """

@@ -16,6 +16,7 @@ from runner.config import loading, schema
 from runner.errors import UserError
 from runner.imaging import datasets, matlab
 from runner.infer import deploy, engines, opencv_engine, tiles
+from runner.net import compiled
 from sr_models import save_initial_model, stronger_deconvolution
 from test_caffe_export_layers import trained_looking
 from test_deploy import BRANCHING_NET
@@ -159,25 +160,40 @@ def test_auto_takes_torch_for_large_work_and_videos():
     assert predict.input_pixels([BUTTERFLY, ROOT / "clip.mp4"], limit=10 ** 9) is None
     assert predict.input_pixels([ROOT / "absent.png"], limit=10 ** 9) is None
     limit = engines.opencv_pixel_limit(threads=2)
-    assert limit == engines.OPENCV_MAX_INPUT_PIXELS
-    assert engines.engine_for("auto", pixels, limit) == "auto"
+    assert limit == engines.opencv_limits().one_input
+    assert engines.engine_for("auto", pixels // 2, limit) == "auto"
     assert [engines.engine_for("auto", count, limit) for count in (1, limit, limit + 1, None)] \
         == ["auto", "auto", "torch", "torch"]
     assert engines.opencv_pixel_limit(threads=2, processes=2) == 2 * limit
-    # several inputs on several threads, side by side: torch's faster net wins sooner; on one
-    # thread a process gains by torch sooner still (OpenCV's net is slowest there)
-    side_by_side_limit = engines.opencv_pixel_limit(threads=2, several_inputs=True)
-    one_thread_limit = engines.opencv_pixel_limit(threads=1)
-    assert one_thread_limit < pixels < side_by_side_limit < limit
-    assert engines.opencv_pixel_limit(threads=1, processes=2) == 2 * one_thread_limit
+    # several inputs side by side on several threads, or a process on one thread: torch's
+    # import pays off sooner than for one input on several threads
+    for limits in (engines.WITH_OUR_KERNEL, engines.WITH_ONEDNN):
+        one_input = engines.opencv_pixel_limit(2, limits=limits)
+        assert engines.opencv_pixel_limit(2, several_inputs=True, limits=limits) < one_input
+        assert engines.opencv_pixel_limit(1, limits=limits) < one_input
+        assert engines.opencv_pixel_limit(1, 2, limits=limits) == 2 * limits.one_thread
     assert [engines.engine_for(name, None, limit) for name in ("torch", "opencv")] == \
         ["torch", "opencv"]
+
+
+def test_the_limits_follow_what_torch_computes_with(monkeypatch):
+    # torch's net is faster where conv_chain's kernel runs, and pays for its import sooner
+    assert engines.WITH_OUR_KERNEL.one_input < engines.WITH_ONEDNN.one_input
+    assert engines.WITH_OUR_KERNEL.side_by_side < engines.WITH_ONEDNN.side_by_side
+    monkeypatch.setattr(compiled, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert engines.opencv_limits() == engines.WITH_ONEDNN
+    monkeypatch.setattr(compiled, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr(compiled, "compiler", lambda: "/usr/bin/cc")
+    assert engines.opencv_limits() == engines.WITH_OUR_KERNEL
+    monkeypatch.setattr(compiled, "compiler", lambda: None)
+    assert engines.opencv_limits() == engines.WITH_ONEDNN
 
 
 def test_one_thread_takes_torch_beyond_its_limit(tmp_path, capfd, monkeypatch):
     """`--threads 1` on more input pixels than OpenCV's one-thread limit (lowered here to below
     two Set5 images) loads torch; `--threads 2` on the same images, side by side, keeps OpenCV."""
-    monkeypatch.setattr(engines, "OPENCV_MAX_ONE_THREAD_PIXELS", 100_000)
+    monkeypatch.setattr(engines, "opencv_limits", lambda: engines.OpenCVLimits(
+        one_input=10 ** 9, side_by_side=10 ** 9, one_thread=100_000))
     for threads, engine in (("1", "torch"), ("2", "opencv")):
         result = run_main(capfd, "predict", BUTTERFLY, BABY, "--model",
                           SHIPPED / "fsrcnn_x3.model", "--out", tmp_path / threads,

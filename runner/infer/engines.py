@@ -3,44 +3,60 @@ layer, on the CPU or CUDA) or OpenCV (runner/infer/opencv_engine.py: the layers 
 does, on the CPU, in a process that never imports torch and so starts seconds sooner). `auto`
 takes OpenCV where it can and the work is small enough to gain by it. The names stand here with
 no import at the top, so that the command line lists them without loading anything."""
+from dataclasses import dataclass
+
 from runner.errors import UserError
 
 ENGINES = ("auto", "torch", "opencv")
 DEFAULT_ENGINE = "auto"
-# What `auto` weighs, measured whole-process at 2 threads on an idle machine, interleaved: with
-# Winograd's 3x3 convolutions and freed memory kept (runner/config/memory.py) OpenCV's net takes
-# about 0.09 s more than torch's per million input pixels, while `import torch` costs 1 to 5 s
-# of CPU in every process that computes. A 4K photo took 6.1 s by OpenCV against 6.9 s by
-# torch (490 against 640 MiB), BSD100's 100 files (15.4 million pixels) 10.2 against 10.8 s,
-# and 8.4 against 10.2 s with `--jobs 2`. So OpenCV takes up to about that many pixels per
-# process.
-OPENCV_MAX_INPUT_PIXELS = 4096 * 4096
-# Several inputs to a process that computes on several threads: either engine takes them side
-# by side, one per thread (runner/infer/side_by_side.py; OpenCV's with a cv2.dnn.Net of its own
-# for each). Measured the same way (medians of 3), torch then wins from about 11 million input
-# pixels in all: BSD100's 15.4 million took 9.3 against OpenCV's 10.1 s, Set14's 3.2 million
-# 4.0 against 2.7 s. (With OpenCV one input at a time: from 8.6 million, BSD100 10.2 against
-# 11.7 s.)
-OPENCV_MAX_SIDE_BY_SIDE_PIXELS = 11_000_000
-# A process computing on one thread (`--threads 1`, or `--jobs` as many as the threads): OpenCV's
-# net then takes about 0.9 s more CPU per million input pixels than torch's (its 1x1
-# convolutions and the sub-pixel one run several times slower at one thread), so torch's import
-# pays off from about 2 million. CPU seconds, FSRCNN x3, one thread, 2 runs each: BSD100's 100
-# files (15.4 million pixels) 22.1 to 22.7 by torch against 32.5 to 37.6 by OpenCV, a 4K photo
-# 15.9 to 16.3 against 23.4 to 24.6, BSD100's first 19 files (2.9 million) 7.4 to 7.6 against
-# 7.5 to 9.0, a 1080p photo 6.0 to 6.3 against 6.0 to 6.1, BSD100's first 8 (1.2 million) 4.1
-# to 4.4 against 3.6.
-OPENCV_MAX_ONE_THREAD_PIXELS = 2_000_000
+@dataclass(frozen=True)
+class OpenCVLimits:
+    """The most input pixels `auto` gives OpenCV's engine per process: one input on several
+    threads, several inputs on several threads (either engine takes them side by side, one per
+    thread: runner/infer/side_by_side.py), and any on one thread (`--threads 1`, or `--jobs` as
+    many as the threads). Beyond them torch's faster net saves more than its import costs (1 to
+    5 s of CPU in every process that computes)."""
+
+    one_input: int
+    side_by_side: int
+    one_thread: int
 
 
-def opencv_pixel_limit(threads, processes=1, several_inputs=False):
+# Where torch computes FSRCNN by our own kernel (runner/net/conv_chain.c: AVX-512 and a C
+# compiler), measured whole-process on the 2-core Zen 4 machine, idle, interleaved, medians of
+# 3 (2026-12-05): at 2 threads, a 1080p photo (2.1 million pixels) 1.98 s by torch against
+# 1.35 s by OpenCV, 3000x1700 (5.1 million) 2.93 against 2.69, a 4K photo (8.3 million) 3.72
+# against 4.29: even at about 6 million; side by side, Set14 (3.2 million) 2.09 against 2.07,
+# BSD100's first 50 files (7.7 million) 3.26 against 3.91: even at 3.2 million; one thread,
+# the 1080p photo 2.39 against 2.01, the 4K one 5.39 against 6.73: even at about 3.4 million.
+WITH_OUR_KERNEL = OpenCVLimits(one_input=6_000_000, side_by_side=3_200_000,
+                               one_thread=3_400_000)
+# Where torch computes with oneDNN's layers, measured the same way before that kernel: at 2
+# threads OpenCV's net took about 0.09 s more than torch's per million input pixels (a 4K photo
+# 6.1 s against torch's 6.9 s, BSD100's 100 files, 15.4 million pixels, 10.2 against 10.8 s);
+# side by side torch won from about 11 million (BSD100 9.3 against 10.1 s, Set14 4.0 against
+# 2.7 s); on one thread OpenCV's net took about 0.9 s more CPU per million pixels (a 1080p
+# photo 6.0 to 6.3 s of CPU by torch against 6.0 to 6.1, BSD100's first 19 files, 2.9 million,
+# 7.4 to 7.6 against 7.5 to 9.0).
+WITH_ONEDNN = OpenCVLimits(one_input=4096 * 4096, side_by_side=11_000_000,
+                           one_thread=2_000_000)
+
+
+def opencv_limits():
+    """The OpenCVLimits for this machine: WITH_OUR_KERNEL where torch would compute with
+    conv_chain's kernel (as far as is known without importing torch), else WITH_ONEDNN."""
+    from runner.net import compiled
+    return WITH_OUR_KERNEL if compiled.runnable("conv_chain") else WITH_ONEDNN
+
+
+def opencv_pixel_limit(threads, processes=1, several_inputs=False, limits=None):
     """The most input pixels in all that `auto` gives OpenCV's engine in `processes` processes,
     each computing on `threads` threads and given one input or (`several_inputs`) several,
-    which it takes side by side when it has several threads."""
+    which it takes side by side when it has several threads (`limits`: opencv_limits())."""
+    limits = limits or opencv_limits()
     if threads == 1:
-        return OPENCV_MAX_ONE_THREAD_PIXELS * processes
-    return (OPENCV_MAX_SIDE_BY_SIDE_PIXELS if several_inputs
-            else OPENCV_MAX_INPUT_PIXELS) * processes
+        return limits.one_thread * processes
+    return (limits.side_by_side if several_inputs else limits.one_input) * processes
 
 
 def engine_for(engine, input_pixels, limit):

@@ -6,9 +6,10 @@ A kernel is compiled once per source text and compiler into the cache
 its own and renamed into place, so processes starting together (torchrun's ranks, a sweep's
 workers) never load a half-written library. Compiled with `-fopenmp`, a library shares the
 OpenMP runtime PyTorch has already loaded (the same `libgomp.so.1`) and with it the thread
-count `torch.set_num_threads` sets. Where there is no compiler ($CC, else `cc`) or the build
-or the load fails, `load` returns None and says why in `unavailable`; the callers then compute
-with PyTorch's own kernels.
+count `torch.set_num_threads` sets. Where there is no compiler ($CC, else `cc`), the processor
+lacks an instruction set a kernel is written for (REQUIRED_CPU_FLAGS), or the build or the load
+fails, `load` returns None and says why in `unavailable`; the callers then compute with
+PyTorch's own kernels.
 """
 import ctypes
 import functools
@@ -24,6 +25,8 @@ COMPILE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared")
 COMPILE_TIMEOUT_S = 120
 
 unavailable = {}    # kernel name -> why it could not be loaded
+# the processor feature (a flag of Linux's /proc/cpuinfo) a kernel is written for, if any
+REQUIRED_CPU_FLAGS = {"conv_chain": "avx512f"}
 
 
 def compiler():
@@ -32,9 +35,33 @@ def compiler():
 
 
 @functools.cache
+def cpu_flags():
+    """The processor's feature flags (Linux's /proc/cpuinfo), empty where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def runnable(name):
+    """Whether kernel `name` should load here, as far as is known without building it: a
+    compiler, and the processor feature it is written for."""
+    flag = REQUIRED_CPU_FLAGS.get(name)
+    return compiler() is not None and (flag is None or flag in cpu_flags())
+
+
+@functools.cache
 def load(name):
     """The ctypes library of `name`.c beside this module, compiled on first use; None where it
     cannot be had (the reason in `unavailable[name]`)."""
+    flag = REQUIRED_CPU_FLAGS.get(name)
+    if flag is not None and flag not in cpu_flags():
+        unavailable[name] = f"this processor has no {flag}"
+        return None
     try:
         return ctypes.CDLL(str(_built(name)))
     except (OSError, subprocess.SubprocessError) as error:

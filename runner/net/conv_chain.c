@@ -30,6 +30,7 @@ typedef int32_t mask __attribute__((vector_size(LANES * sizeof(float))));
 /* the same vector, read or written at any float's address */
 typedef float vec_unaligned __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
 
+/* loaded only where the processor has AVX-512 (compiled.py's REQUIRED_CPU_FLAGS) */
 #if defined(__GNUC__) && defined(__x86_64__)
 #define AVX512 __attribute__((target("avx512f,avx512vl,fma")))
 #else
@@ -42,16 +43,6 @@ typedef float vec_unaligned __attribute__((vector_size(LANES * sizeof(float)), a
 
 AVX512 static inline vec load(const float *at) { return *(const vec_unaligned *)at; }
 AVX512 static inline void store(float *at, vec value) { *(vec_unaligned *)at = value; }
-
-/* Whether this processor runs the kernel (AVX-512; elsewhere oneDNN computes the layers). */
-int conv_chain_supported(void) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
 
 /* One layer: a convolution of stride 1, weights (outputs, inputs, taps_h, taps_w) with
  * outputs a multiple of OUT_GROUP (zero filters appended), bias (outputs), zero padding on
