@@ -10,7 +10,7 @@ from runner.net import compiled, conv_chain, row_bands
 from sr_models import ROOT, save_initial_model
 
 pytestmark = pytest.mark.skipif(conv_chain.library() is None,
-                                reason="the kernel needs AVX-512 and a C compiler")
+                                reason="the kernel needs AVX-512 or AVX2 and a C compiler")
 
 SHIPPED = ROOT / "results" / "models" / "fsrcnn_x3.model"
 
@@ -150,6 +150,34 @@ def test_a_leaky_relu_is_a_prelu_of_one_slope(tmp_path):
     plane = np.random.default_rng(6).random((30, 40), np.float32) - 0.5
     whole, chained = whole_and_chained(model, plane)
     assert_float32_close(chained, whole)
+
+
+@pytest.fixture
+def fresh_load(tmp_path, monkeypatch):
+    """`compiled.load` forgetting what it loaded, an empty kernel cache; restored after."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(compiled, "unavailable", {})
+    compiled.load.cache_clear()
+    yield
+    compiled.load.cache_clear()
+
+
+def test_the_avx2_build_gives_the_same_sums(fresh_load, monkeypatch):
+    # vectors of 8 floats, 24 pixels at a time: every pixel the same sum in the same order as
+    # the AVX-512 build's, so the same values to the bit
+    model = torch_engine.load_for_inference(SHIPPED)
+    plane = np.random.default_rng(8).random((50, 130), np.float32)
+    widest = model.forward(plane)
+    monkeypatch.setattr(compiled, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    compiled.load.cache_clear()
+    assert compiled.build_flags("conv_chain") == ("-mavx2", "-mfma")
+    assert conv_chain.library() is not None
+    assert np.array_equal(model.forward(plane), widest)
+    monkeypatch.setattr(compiled, "cpu_flags", lambda: frozenset({"sse4_2"}))
+    compiled.load.cache_clear()
+    assert conv_chain.library() is None
+    assert compiled.unavailable["conv_chain"] == \
+        "this processor has none of avx512f and fma, avx2 and fma"
 
 
 def test_no_kernel_with_autograd_or_without_a_compiler(tmp_path, monkeypatch):

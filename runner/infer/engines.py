@@ -22,9 +22,9 @@ class OpenCVLimits:
     one_thread: int
 
 
-# Where torch computes FSRCNN by our own kernel (runner/net/conv_chain.c: AVX-512 and a C
-# compiler), measured whole-process on the 2-core Zen 4 machine, idle, interleaved, medians of
-# 3 (2026-12-05): at 2 threads, a 1080p photo (2.1 million pixels) 1.98 s by torch against
+# Where torch computes FSRCNN by our own kernel (runner/net/conv_chain.c: AVX-512 or AVX2, and
+# a C compiler), measured whole-process on the 2-core Zen 4 machine (its AVX-512 build), idle,
+# interleaved, medians of 3 (2026-12-05): at 2 threads, a 1080p photo (2.1 million pixels) 1.98 s by torch against
 # 1.35 s by OpenCV, 3000x1700 (5.1 million) 2.93 against 2.69, a 4K photo (8.3 million) 3.72
 # against 4.29: even at about 6 million; side by side, Set14 (3.2 million) 2.09 against 2.07,
 # BSD100's first 50 files (7.7 million) 3.26 against 3.91: even at 3.2 million; one thread,

@@ -279,7 +279,9 @@ class Net(nn.Module):
         last value written, as in Caffe. With `keep` (blob names), only those are returned and
         every other blob is dropped once no later layer reads it: inference then holds two
         activations at a time, not all of them, and on the CPU without autograd the runs of
-        layers that widen a blob and narrow it again go band by band (runner/net/row_bands.py)."""
+        convolutions go through our own kernel in one pass (runner/net/conv_chain.py), or where
+        it does not run, those that widen a blob and narrow it again band by band
+        (runner/net/row_bands.py)."""
         blobs = dict(blobs)
         last_reads = None if keep is None else self._last_reads()
         chains = {chain.first: chain for chain in self._row_band_chains(blobs, keep)}

@@ -20,29 +20,32 @@
 #include <string.h>
 #include <omp.h>
 
-#define LANES 16                     /* floats in a vector */
+/* Built for AVX-512 or for AVX2 (runner/net/compiled.py's BUILDS, the first the processor
+ * has): vectors of 16 or 8 floats, as many vectors of pixels per output channel as leave the
+ * accumulators, the vectors read and a weight in the 32 or 16 vector registers. */
+#if defined(__AVX512F__)
+#define LANES 16
+#define OUT_VECTORS 4
+#elif defined(__AVX2__)
+#define LANES 8
+#define OUT_VECTORS 3
+#else
+#error "conv_chain.c is built for AVX-512 or AVX2"
+#endif
 #define OUT_GROUP 3                  /* output channels computed at a time */
-#define OUT_VECTORS 4                /* ... for this many vectors of pixels */
-#define BLOCK (LANES * OUT_VECTORS)
+#define BLOCK (LANES * OUT_VECTORS)  /* output pixels computed at a time along a row */
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t mask __attribute__((vector_size(LANES * sizeof(float))));
 /* the same vector, read or written at any float's address */
 typedef float vec_unaligned __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
 
-/* loaded only where the processor has AVX-512 (compiled.py's REQUIRED_CPU_FLAGS) */
-#if defined(__GNUC__) && defined(__x86_64__)
-#define AVX512 __attribute__((target("avx512f,avx512vl,fma")))
-#else
-#define AVX512
-#endif
-
 /* Held in a register: GCC would otherwise fold a loaded vector into every multiply-add that
  * reads it, one load per multiply-add (FSRCNN's tail of a BSD100 image 29.6 against 18.9 ms). */
 #define IN_REGISTER(value) __asm__("" : "+v"(value))
 
-AVX512 static inline vec load(const float *at) { return *(const vec_unaligned *)at; }
-AVX512 static inline void store(float *at, vec value) { *(vec_unaligned *)at = value; }
+static inline vec load(const float *at) { return *(const vec_unaligned *)at; }
+static inline void store(float *at, vec value) { *(vec_unaligned *)at = value; }
 
 /* One layer: a convolution of stride 1, weights (outputs, inputs, taps_h, taps_w) with
  * outputs a multiple of OUT_GROUP (zero filters appended), bias (outputs), zero padding on
@@ -72,7 +75,7 @@ struct rings {
 
 /* Output row `row` of layer `l` from the input rows it reads (`in`: taps_h of them), PReLU
  * applied: into `out` planar (after the next layer's pad_w zeros), or the top's row. */
-AVX512 static void layer_row(const struct chain *c, int64_t l, const float *const *in,
+static void layer_row(const struct chain *c, int64_t l, const float *const *in,
                              float *out, int64_t row) {
     const struct layer *y = &c->layers[l];
     int last = l == c->count - 1;
@@ -151,7 +154,7 @@ static void bottom_row(const struct chain *c, int64_t row, float *planar) {
 /* Input row `row` of layer `l` (a zero row outside its input), computed into the layer's ring
  * if it is not there yet: rows are asked for in rising order, each at most taps_h rows behind
  * the newest, so the ring holds every row still asked for. */
-AVX512 static const float *input_row(const struct chain *c, struct rings *r, int64_t l,
+static const float *input_row(const struct chain *c, struct rings *r, int64_t l,
                                      int64_t row) {
     const struct layer *y = &c->layers[l];
     if (row < 0 || row >= y->in_height)
@@ -173,7 +176,7 @@ AVX512 static const float *input_row(const struct chain *c, struct rings *r, int
 }
 
 /* The last layer's output rows first..last with one thread's rings. */
-AVX512 static void chain_rows(const struct chain *c, struct rings *r, int64_t first,
+static void chain_rows(const struct chain *c, struct rings *r, int64_t first,
                               int64_t last) {
     const struct layer *top = &c->layers[c->count - 1];
     const float *in[top->taps_h];

@@ -13,8 +13,9 @@ bands): FSRCNN x3 on a BSD100 plane 52 against 68 ms (oneDNN computes its 12 cha
 9 sub-pixel phases as 16 output channels, and passes every blob through memory), FSRCNN x2
 57 against 96 ms on a 481x321 plane (4 phases as 16), FSRCNN-s 18 against 27.5, SRCNN 34
 against 61; the BSD100 folder through `runner predict`, whole process at 2 threads, 5.16
-against 6.18 s. The kernel needs AVX-512; elsewhere, or without a C compiler, the layers
-compute as before.
+against 6.18 s. The kernel is built for AVX-512 or AVX2 (on this Zen 4 machine the AVX2 build
+took 53 against 48.5 ms, oneDNN limited to AVX2 61 to 68); elsewhere, or without a C
+compiler, the layers compute as before.
 """
 import ctypes
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ WIDE_LAYER_CHANNELS = 64
 
 
 def library():
-    """The compiled kernel where it can run here (a C compiler and AVX-512), else None."""
+    """The compiled kernel where it can run here (a C compiler, AVX-512 or AVX2), else None."""
     return compiled.load("conv_chain")
 
 
