@@ -93,13 +93,13 @@ def test_a_blob_asked_for_or_read_later_is_never_banded_away(banded_model):
 def test_no_bands_with_autograd_or_with_the_fast_paths_off(net_model):
     name, model = net_model
     fed = {model.input_name: torch.rand(1, 1, 20, 20)}
-    assert not model.net._row_band_chains(fed, keep=None)
+    assert not model.net._inference_chains(fed, keep=None)
     with torch.enable_grad():
-        assert not model.net._row_band_chains(fed, keep=(model.output_name,))
+        assert not model.net._inference_chains(fed, keep=(model.output_name,))
     with torch.no_grad(), fast_paths.disabled():
-        assert not model.net._row_band_chains(fed, keep=(model.output_name,))
+        assert not model.net._inference_chains(fed, keep=(model.output_name,))
     with torch.no_grad():
-        assert bool(model.net._row_band_chains(fed, keep=(model.output_name,))) \
+        assert bool(model.net._inference_chains(fed, keep=(model.output_name,))) \
             == bool(NETS[name])
 
 

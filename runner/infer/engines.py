@@ -24,11 +24,12 @@ class OpenCVLimits:
 
 # Where torch computes FSRCNN by our own kernel (runner/net/conv_chain.c: AVX-512 or AVX2, and
 # a C compiler), measured whole-process on the 2-core Zen 4 machine (its AVX-512 build), idle,
-# interleaved, medians of 3 (2026-12-05): at 2 threads, a 1080p photo (2.1 million pixels) 1.98 s by torch against
-# 1.35 s by OpenCV, 3000x1700 (5.1 million) 2.93 against 2.69, a 4K photo (8.3 million) 3.72
-# against 4.29: even at about 6 million; side by side, Set14 (3.2 million) 2.09 against 2.07,
-# BSD100's first 50 files (7.7 million) 3.26 against 3.91: even at 3.2 million; one thread,
-# the 1080p photo 2.39 against 2.01, the 4K one 5.39 against 6.73: even at about 3.4 million.
+# interleaved, medians of 3 (2026-12-05): at 2 threads, a 1080p photo (2.1 million pixels)
+# 1.98 s by torch against 1.35 s by OpenCV, 3000x1700 (5.1 million) 2.93 against 2.69, a 4K
+# photo (8.3 million) 3.72 against 4.29: even at about 6 million; side by side, Set14 (3.2
+# million) 2.09 against 2.07, BSD100's first 50 files (7.7 million) 3.26 against 3.91: even at
+# 3.2 million; one thread, the 1080p photo 2.39 against 2.01, the 4K one 5.39 against 6.73:
+# even at about 3.4 million.
 WITH_OUR_KERNEL = OpenCVLimits(one_input=6_000_000, side_by_side=3_200_000,
                                one_thread=3_400_000)
 # Where torch computes with oneDNN's layers, measured the same way before that kernel: at 2

@@ -58,7 +58,7 @@ class Net(nn.Module):
         self._walk(self._feeds, build=True)
         self._steps = [(self.layer_params[index], module)
                        for index, module in self._module_at.items()]
-        self._row_band_plans = {}     # (kept, fed channels) -> row_bands.plan's Chains
+        self._inference_plans = {}     # (kept, fed channels, kernel) -> their Chains
         self.loss_names = self._loss_names()
         self._fill(generator)
         self._learnable = self._share_parameters(
@@ -284,7 +284,7 @@ class Net(nn.Module):
         (runner/net/row_bands.py)."""
         blobs = dict(blobs)
         last_reads = None if keep is None else self._last_reads()
-        chains = {chain.first: chain for chain in self._row_band_chains(blobs, keep)}
+        chains = {chain.first: chain for chain in self._inference_chains(blobs, keep)}
         index = 0
         while index < len(self._steps):
             layer, module = self._steps[index]
@@ -303,7 +303,7 @@ class Net(nn.Module):
             index += 1
         return blobs
 
-    def _row_band_chains(self, fed, keep):
+    def _inference_chains(self, fed, keep):
         """The Chains for a pass with these fed blobs and `keep`: conv_chain's where its kernel
         runs, row_bands' for the rest; none in training, with autograd, off the CPU or with the
         fast paths off."""
@@ -313,13 +313,13 @@ class Net(nn.Module):
         channels = {name: blob.shape[1] for name, blob in fed.items()}
         kernel = conv_chain.library() is not None
         key = (frozenset(keep), tuple(sorted(channels.items())), kernel)
-        if key not in self._row_band_plans:
+        if key not in self._inference_plans:
             chains = conv_chain.plan(self._steps, set(keep)) if kernel else []
             taken = {step for chain in chains for step in range(chain.first, chain.last + 1)}
-            self._row_band_plans[key] = chains + [
+            self._inference_plans[key] = chains + [
                 chain for chain in row_bands.plan(self._steps, set(keep), channels)
                 if taken.isdisjoint(range(chain.first, chain.last + 1))]
-        return self._row_band_plans[key]
+        return self._inference_plans[key]
 
     def _last_reads(self):
         """{blob name: index of the last step that reads it}."""
