@@ -21,7 +21,7 @@ from runner.config import loading, schema
 from runner.files import snapshot
 from runner.imaging import datasets, matlab, picture
 from runner.infer import colour, deploy, torch_engine
-from runner.net import builder
+from runner.net import builder, compiled, conv_chain
 
 FSRCNN_NET = REPO_ROOT / "configs" / "fsrcnn_net.yaml"
 FSRCNN_S_NET = REPO_ROOT / "configs" / "fsrcnn_s_net.yaml"
@@ -185,8 +185,17 @@ def prediction_section(results):
               "authors' TensorFlow models ($SR_DATA/reference_models), which also converts "
               "colour and upscales chroma (cv2.resize) itself.",
               "- Both compute the real 9x9 deconvolution in fp32; ours as the equivalent "
-              "sub-pixel convolution, in channels-last memory, every convolution by oneDNN "
-              "(runner/net/fast_paths.py). Both run in this process, under its glibc settings and "
-              "huge pages (runner/net/fast_paths.py), which speed OpenCV up as much as ours.",
+              f"sub-pixel convolution, {_how_ours_computes()}. Both run in this process, under "
+              "its glibc settings and huge pages (runner/net/fast_paths.py), which speed OpenCV "
+              "up as much as ours.",
               "- Each repetition:", *notes, ""]
     return lines
+
+
+def _how_ours_computes():
+    """How this run's FSRCNN was computed: by our own kernel, or by oneDNN and why."""
+    if conv_chain.library() is not None:
+        return ("the whole net in one pass of our own kernel (runner/net/conv_chain.c, built "
+                f"with {' '.join(compiled.build_flags('conv_chain'))})")
+    return ("every convolution by oneDNN in channels-last memory (runner/net/fast_paths.py; our "
+            f"own kernel not here: {compiled.unavailable.get('conv_chain')})")
