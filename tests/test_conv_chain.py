@@ -1,6 +1,9 @@
 """The convolution-chain kernel (runner/net/conv_chain.py, .c) against the layers it replaces
 (PyTorch's own ops, the net computed whole), its pixels the same wherever they are computed,
 and the chains a net is planned into."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -160,6 +163,20 @@ def fresh_load(tmp_path, monkeypatch):
     compiled.load.cache_clear()
     yield
     compiled.load.cache_clear()
+
+
+def test_two_threads_first_loading_it_build_it_once(fresh_load, tmp_path):
+    # inputs side by side reach their first kernel call together
+    start = threading.Barrier(2)
+
+    def first_load():
+        start.wait()
+        return compiled.load("conv_chain")
+    with ThreadPoolExecutor(2) as pool:
+        libraries = list(pool.map(lambda _: first_load(), range(2)))
+    assert all(library is not None for library in libraries)
+    built = list((tmp_path / "srcaffe" / "kernels").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"
 
 
 def test_the_avx2_build_gives_the_same_sums(fresh_load, monkeypatch):

@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from runner.config import user_cache
@@ -25,6 +26,9 @@ COMPILE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared")
 COMPILE_TIMEOUT_S = 120
 
 unavailable = {}    # kernel name -> why it could not be loaded
+# one build at a time in a process: inputs side by side reach their first kernel call together,
+# and two threads would write the same partial file
+_building = threading.Lock()
 # The builds of a kernel written for given instruction sets, the first the processor has taken:
 # (the flags of Linux's /proc/cpuinfo it needs, the compiler's flags). A kernel not named here
 # is built once for any processor (prelu_kernel.c picks its own clones at load).
@@ -75,7 +79,8 @@ def load(name):
             " and ".join(needed) for needed, _ in BUILDS[name])
         return None
     try:
-        return ctypes.CDLL(str(_built(name, flags)))
+        with _building:
+            return ctypes.CDLL(str(_built(name, flags)))
     except (OSError, subprocess.SubprocessError) as error:
         unavailable[name] = " ".join(str(error).split())[:300] or type(error).__name__
         return None
