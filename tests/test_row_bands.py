@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from runner.infer import torch_engine
-from runner.net import fast_paths, row_bands, conv_chain
+from runner.net import conv_chain, fast_paths, row_bands
 from sr_models import ROOT, save_initial_model, stronger_deconvolution
 
 # (net file, the chains' (first, last) steps of its deploy net); the shipped FSRCNN's deploy

@@ -24,7 +24,7 @@ from torch import nn
 from runner.config import memory, schema
 from runner.errors import UserError
 from runner.files import snapshot
-from runner.net import conv_chain, fast_paths, fillers, row_bands
+from runner.net import conv_chain, fast_paths, fillers, row_bands, structure
 from runner.net.feeds import FED_LAYERS, Feed
 from runner.net.layers.convolution import Convolution
 from runner.net.layers.registry import LAYERS
@@ -323,8 +323,7 @@ class Net(nn.Module):
 
     def _last_reads(self):
         """{blob name: index of the last step that reads it}."""
-        return {name: index for index, (layer, _) in enumerate(self._steps)
-                for name in layer.bottom}
+        return structure.last_reads([layer for layer, _ in self._steps])
 
     def loss(self, blobs):
         """The objective: the sum of loss_weight * (sum of the top) over weighted tops."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from runner.net import compiled, fast_paths
+from runner.net import compiled, fast_paths, structure, subpixel
 from runner.net.layers.activation import PReLU, ReLU
 from runner.net.layers.convolution import Convolution, Deconvolution
 
@@ -61,8 +61,7 @@ def _convolution(module):
             or min(module.in_channels, module.out_channels) >= WIDE_LAYER_CHANNELS):
         return False
     if isinstance(module, Deconvolution):
-        return fast_paths.subpixel_form(module.weight, module.bias, module.stride,
-                                        module.pad) is not None
+        return subpixel.convolution_plan(module.kernel, module.stride, module.pad) is not None
     return type(module) is Convolution and tuple(module.stride) == (1, 1)
 
 
@@ -91,10 +90,11 @@ def plan(steps, kept):
     """The Chains of a net's steps ((LayerParameter, module) in order) given the blob names
     `kept` (the outputs asked for): the longest runs of single-bottom, single-top layers, each
     reading the one before, whose inner blobs nothing else reads."""
-    last_reads = {name: step for step, (layer, _) in enumerate(steps) for name in layer.bottom}
+    layers = [layer for layer, _ in steps]
+    reads = structure.last_reads(layers)
     chains, index = [], 0
     while index < len(steps):
-        chain = _chain_from(steps, index, kept, last_reads)
+        chain = _chain_from(steps, layers, index, kept, reads)
         if chain is not None:
             chains.append(chain)
             index = chain.last
@@ -102,8 +102,8 @@ def plan(steps, kept):
     return chains
 
 
-def _chain_from(steps, first, kept, last_reads):
-    layers, index, ends = [], first, []
+def _chain_from(steps, layers, first, kept, reads):
+    convolutions, index, ends = [], first, []
     while index < len(steps):
         layer, module = steps[index]
         if not (_single(layer) and _convolution(module)) or (
@@ -115,20 +115,17 @@ def _chain_from(steps, first, kept, last_reads):
                 and following[0].bottom[0] == layer.top[0]
                 and (isinstance(following[1], PReLU) or type(following[1]) is ReLU)):
             activation = following[1]
-        layers.append((module, activation))
+        convolutions.append((module, activation))
         index += 2 if activation is not None else 1
         ends.append(index - 1)
         if isinstance(module, Deconvolution):
             break
     # the longest run whose inner blobs are the chain's own
-    while len(layers) >= MIN_CONVOLUTIONS:
-        last = ends[len(layers) - 1]
-        output = steps[last][0].top[0]
-        if all(layer.top[0] == output or (layer.top[0] not in kept
-                                          and last_reads.get(layer.top[0], -1) <= last)
-               for layer, _ in steps[first:last]):
-            return Chain(first, last, tuple(layers))
-        layers.pop()
+    while len(convolutions) >= MIN_CONVOLUTIONS:
+        last = ends[len(convolutions) - 1]
+        if structure.inner_blobs_private(layers, first, last, kept, reads):
+            return Chain(first, last, tuple(convolutions))
+        convolutions.pop()
     return None
 
 

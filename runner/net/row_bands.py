@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from runner.net import fast_paths, subpixel
+from runner.net import fast_paths, structure, subpixel
 from runner.net.layers.activation import Elementwise, PReLU
 from runner.net.layers.convolution import Convolution, Deconvolution
 
@@ -159,9 +159,10 @@ def plan(steps, kept, fed_channels, rows=BAND_ROWS):
     """The Chains of a net's steps ((LayerParameter, module) in order) worth banding, given the
     blob names `kept` (the outputs asked for) and {fed blob: channels}."""
     channels, chains, index = dict(fed_channels), [], 0
-    last_reads = {name: step for step, (layer, _) in enumerate(steps) for name in layer.bottom}
+    layers = [layer for layer, _ in steps]
+    reads = structure.last_reads(layers)
     while index < len(steps):
-        chain = _chain_from(steps, index, kept, last_reads, channels, rows)
+        chain = _chain_from(steps, layers, index, kept, reads, channels, rows)
         end = index if chain is None else chain.last
         if chain is not None:
             chains.append(chain)
@@ -176,7 +177,7 @@ def plan(steps, kept, fed_channels, rows=BAND_ROWS):
     return chains
 
 
-def _chain_from(steps, first, kept, last_reads, channels, rows):
+def _chain_from(steps, layers, first, kept, reads, channels, rows):
     """The Chain starting at step `first`, None where none starts there: from a narrow blob
     through wider ones to the next narrow blob, every layer bandable and every inner blob read
     by the next layer alone."""
@@ -201,16 +202,8 @@ def _chain_from(steps, first, kept, last_reads, channels, rows):
             chain = Chain(first, index, tuple(ops), width,
                           module if isinstance(module, Deconvolution) else None)
             worth = widest > NARROW_CHANNELS and reach <= rows * MAX_REACH_SHARE
-            return chain if worth and _inner_blobs_private(steps, chain, kept, last_reads) \
-                else None
+            return chain if worth and structure.inner_blobs_private(
+                layers, first, index, kept, reads) else None
         widest = max(widest, width)
     return None
 
-
-def _inner_blobs_private(steps, chain, kept, last_reads):
-    """Whether no blob inside the chain is kept or read after it (a name the last layer
-    writes again, in place, is its output)."""
-    output = steps[chain.last][0].top[0]
-    return all(layer.top[0] == output
-               or (layer.top[0] not in kept and last_reads.get(layer.top[0], -1) <= chain.last)
-               for layer, _ in steps[chain.first:chain.last])

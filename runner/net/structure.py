@@ -1,7 +1,7 @@
 """Which layers a phase of a net file has (Caffe's FilterNet; legacy forms were upgraded when the
 file was read, runner/config/upgrade.py), which are losses, the upscaling factor a net encodes,
-how its output lines up with its input, how far its receptive field reaches, and the input size
-its deploy form is built for. It imports no torch: `runner inspect --help` reads it, and the
+how its output lines up with its input, how far its receptive field reaches, the input size
+its deploy form is built for, and which blobs a run of layers keeps to itself. It imports no torch: `runner inspect --help` reads it, and the
 OpenCV engine (runner/infer/opencv_engine.py) knows a net's geometry without building it."""
 import math
 
@@ -128,3 +128,18 @@ def receptive_width(net_param):
             width += (extent - 1) / resolution
             resolution /= stride
     return math.ceil(width)
+
+
+def last_reads(layers):
+    """{blob name: index of the last of `layers` (LayerParameters in order) that reads it}."""
+    return {name: index for index, layer in enumerate(layers) for name in layer.bottom}
+
+
+def inner_blobs_private(layers, first, last, kept, reads):
+    """Whether layers first..last may be computed as one: no blob they write before the last
+    is in `kept` or read after it (`reads`: last_reads(layers)); a name the last layer writes
+    again, in place, is its output."""
+    output = layers[last].top[0]
+    return all(layer.top[0] == output
+               or (layer.top[0] not in kept and reads.get(layer.top[0], -1) <= last)
+               for layer in layers[first:last])
